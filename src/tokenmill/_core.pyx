@@ -1,0 +1,747 @@
+# cython: language_level=3
+"""Compiled core of the tokenizer: a double-array trie over the vocabulary, the Viterbi
+(maximum-probability) segmentation, and random segmentation (subword regularization).
+
+Everything that touches input bytes runs without the GIL, so threads encode in parallel.
+The readable pure-Python version of the same algorithms is ``tokenmill.reference``; the tests
+check that both give the same ids.
+
+Example::
+
+    >>> seg = Segmenter([bytes([b]) for b in range(256)] + [b"ab"],
+    ...                 [-10.0] * 256 + [-1.0], list(range(257)))
+    >>> seg.encode(b"abc")            # "ab" (score -1) beats "a"+"b" (-20)
+    [256, 99]
+"""
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memchr, memcpy
+from libc.math cimport INFINITY, exp, log1p, isfinite
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport PyObject, Py_INCREF
+
+cdef enum:
+    FREE = -1
+    ROOT_CHECK = -2
+
+
+cdef struct Node:
+    int32_t base    # children of this node live at base + byte + 1
+    int32_t check   # index of the parent node, FREE if the cell is unused
+    int32_t id      # id of the piece that ends at this node, or -1
+
+
+cdef struct Model:
+    Node* nodes
+    Py_ssize_t n_cells
+    double* scores      # by id
+    int32_t* lens       # by id (0 for ids that are not pieces)
+    Py_ssize_t n_ids
+    int split_newlines
+
+
+cdef struct IntBuf:
+    int32_t* data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef struct Work:       # per-call scratch space, so that calls share nothing
+    double* score
+    int32_t* back
+    int32_t* path
+    Py_ssize_t cap
+    int64_t steps       # trie transitions taken (the unit of work)
+    uint64_t rng        # splitmix64 state for sampling
+
+
+# ---------------------------------------------------------------- small helpers
+
+cdef inline int buf_reserve(IntBuf* b, Py_ssize_t need) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef int32_t* p
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 256
+    while cap < need:
+        cap *= 2
+    p = <int32_t*> realloc(b.data, cap * sizeof(int32_t))
+    if p == NULL:
+        return -1
+    b.data = p
+    b.cap = cap
+    return 0
+
+
+cdef inline int work_reserve(Work* w, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef void* p
+    if n + 1 <= w.cap:
+        return 0
+    cap = w.cap * 2 if w.cap else 1024
+    while cap < n + 1:
+        cap *= 2
+    p = realloc(w.score, cap * sizeof(double))
+    if p == NULL:
+        return -1
+    w.score = <double*> p
+    p = realloc(w.back, cap * sizeof(int32_t))
+    if p == NULL:
+        return -1
+    w.back = <int32_t*> p
+    p = realloc(w.path, cap * sizeof(int32_t))
+    if p == NULL:
+        return -1
+    w.path = <int32_t*> p
+    w.cap = cap
+    return 0
+
+
+cdef inline void work_free(Work* w) noexcept nogil:
+    free(w.score)
+    free(w.back)
+    free(w.path)
+    w.score = NULL
+    w.back = NULL
+    w.path = NULL
+    w.cap = 0
+
+
+cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
+    cdef uint64_t z
+    state[0] += <uint64_t> 0x9E3779B97F4A7C15
+    z = state[0]
+    z = (z ^ (z >> 30)) * <uint64_t> 0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t> 0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+
+cdef inline double uniform01(uint64_t* state) noexcept nogil:
+    return (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
+
+
+def mix_seed(uint64_t seed, uint64_t index):
+    """A well-mixed 64-bit seed for item ``index`` of a run seeded with ``seed``.
+
+    >>> mix_seed(1, 0) != mix_seed(1, 1)
+    True
+    """
+    cdef uint64_t s = seed ^ (index * <uint64_t> 0xD1B54A32D192ED03)
+    splitmix64(&s)
+    return splitmix64(&s)
+
+
+# ---------------------------------------------------------------- segmentation
+
+cdef inline int emit_path(const Model* m, Py_ssize_t n, Work* w, IntBuf* out) noexcept nogil:
+    """Backtrack from position n and append the ids, in text order, to ``out``."""
+    cdef Py_ssize_t j = n, k = 0, r
+    cdef int32_t pid
+    cdef int32_t* back = w.back
+    cdef int32_t* path = w.path
+    while j > 0:
+        pid = back[j]
+        path[k] = pid
+        k += 1
+        j -= m.lens[pid]
+    if buf_reserve(out, out.size + k) < 0:
+        return -1
+    for r in range(k):
+        out.data[out.size + r] = path[k - 1 - r]
+    out.size += k
+    return 0
+
+
+cdef int viterbi_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, Work* w,
+                       IntBuf* out) noexcept nogil:
+    """Maximum-score path over all vocabulary matches of p[0:n].
+
+    Candidates for an end position arrive in order of increasing start (longest piece
+    first) and only a strictly better score replaces the current one, so on a tie the
+    longest last piece wins (as BytePiece's Aho-Corasick order does).
+    """
+    cdef Py_ssize_t i, j
+    cdef int32_t s, t, pid
+    cdef double bi, cand
+    cdef const Node* nodes = m.nodes
+    cdef const double* scores = m.scores
+    cdef double* best
+    cdef int32_t* back
+    cdef int64_t steps = 0
+    if work_reserve(w, n) < 0:
+        return -1
+    best = w.score
+    back = w.back
+    best[0] = 0.0
+    for i in range(1, n + 1):
+        best[i] = -INFINITY
+    for i in range(n):
+        bi = best[i]
+        s = 0
+        j = i
+        while j < n:
+            t = nodes[s].base + p[j] + 1
+            if nodes[t].check != s:
+                break
+            s = t
+            j += 1
+            pid = nodes[t].id
+            if pid >= 0:
+                cand = bi + scores[pid]
+                if cand > best[j]:
+                    best[j] = cand
+                    back[j] = pid
+        steps += j - i + 1
+    w.steps += steps
+    return emit_path(m, n, w, out)
+
+
+cdef int sample_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, double alpha,
+                      Work* w, IntBuf* out) noexcept nogil:
+    """Draw a segmentation of p[0:n] with probability proportional to P(segmentation)**alpha.
+
+    Forward pass: Z[j] = log of the total weight of all segmentations of p[0:j]; each
+    candidate (piece ending at j) replaces the current back-pointer with probability
+    weight / running total, which leaves back[j] distributed as weight / Z[j]. Backtracking
+    then draws a whole path with the right probability at the cost of one Viterbi.
+    """
+    cdef Py_ssize_t i, j
+    cdef int32_t s, t, pid
+    cdef double zi, zj, cand, total
+    cdef const Node* nodes = m.nodes
+    cdef const double* scores = m.scores
+    cdef double* z
+    cdef int32_t* back
+    cdef int64_t steps = 0
+    if work_reserve(w, n) < 0:
+        return -1
+    z = w.score
+    back = w.back
+    z[0] = 0.0
+    for i in range(1, n + 1):
+        z[i] = -INFINITY
+    for i in range(n):
+        zi = z[i]
+        s = 0
+        j = i
+        while j < n:
+            t = nodes[s].base + p[j] + 1
+            if nodes[t].check != s:
+                break
+            s = t
+            j += 1
+            pid = nodes[t].id
+            if pid >= 0:
+                cand = zi + alpha * scores[pid]
+                zj = z[j]
+                if zj == -INFINITY:
+                    z[j] = cand
+                    back[j] = pid
+                else:
+                    if cand > zj:
+                        total = cand + log1p(exp(zj - cand))
+                    else:
+                        total = zj + log1p(exp(cand - zj))
+                    z[j] = total
+                    if uniform01(&w.rng) < exp(cand - total):
+                        back[j] = pid
+        steps += j - i + 1
+    w.steps += steps
+    return emit_path(m, n, w, out)
+
+
+cdef int encode_text(const Model* m, const uint8_t* p, Py_ssize_t n, double alpha,
+                     Work* w, IntBuf* out) noexcept nogil:
+    """Segment a whole text: cut after every run of newlines (if the model says so), then
+    Viterbi (alpha < 0) or sampling (alpha >= 0) on each chunk."""
+    cdef Py_ssize_t start = 0, end
+    cdef const uint8_t* q
+    cdef int rc
+    while start < n:
+        end = n
+        if m.split_newlines:
+            q = <const uint8_t*> memchr(p + start, 10, n - start)
+            if q != NULL:
+                end = (q - p) + 1
+                while end < n and p[end] == 10:
+                    end += 1
+        if alpha < 0:
+            rc = viterbi_chunk(m, p + start, end - start, w, out)
+        else:
+            rc = sample_chunk(m, p + start, end - start, alpha, w, out)
+        if rc < 0:
+            return -1
+        start = end
+    return 0
+
+
+# ---------------------------------------------------------------- the trie
+
+cdef class Segmenter:
+    """A vocabulary of byte pieces with scores, compiled into a double-array trie.
+
+    ``Segmenter(pieces, scores, ids, split_newlines=True)``: ``pieces[k]`` (bytes) has id
+    ``ids[k]`` and log-probability ``scores[k]``. All 256 single bytes must be present, so
+    that every input has a segmentation. Ids not used by a piece (e.g. special tokens) are
+    never produced.
+    """
+    cdef Model m
+    cdef PyObject** int_objs     # cached Python ints for every id
+    cdef object _int_list
+    cdef readonly Py_ssize_t max_id
+    cdef readonly Py_ssize_t n_pieces
+    cdef readonly Py_ssize_t max_piece_length
+    cdef readonly bint split_newlines
+
+    def __cinit__(self):
+        self.m.nodes = NULL
+        self.m.scores = NULL
+        self.m.lens = NULL
+        self.int_objs = NULL
+
+    def __dealloc__(self):
+        free(self.m.nodes)
+        free(self.m.scores)
+        free(self.m.lens)
+        free(self.int_objs)
+
+    def __init__(self, pieces, scores, ids, bint split_newlines=True):
+        cdef Py_ssize_t k, n = len(pieces)
+        if len(scores) != n or len(ids) != n:
+            raise ValueError("pieces, scores and ids must have the same length")
+        if n == 0:
+            raise ValueError("empty vocabulary")
+        pieces = [bytes(x) for x in pieces]
+        ids = [int(x) for x in ids]
+        scores = [float(x) for x in scores]
+        if min(ids) < 0:
+            raise ValueError("negative piece id")
+        if len(set(ids)) != n:
+            raise ValueError("duplicate piece id")
+        max_id = max(ids)
+        if max_id >= 2 ** 31 - 1:
+            raise ValueError("piece id too large")
+        self.max_id = max_id
+        self.n_pieces = n
+        self.split_newlines = split_newlines
+        self.m.split_newlines = split_newlines
+        self.m.n_ids = max_id + 1
+        self.m.scores = <double*> malloc(self.m.n_ids * sizeof(double))
+        self.m.lens = <int32_t*> malloc(self.m.n_ids * sizeof(int32_t))
+        self.int_objs = <PyObject**> malloc(self.m.n_ids * sizeof(PyObject*))
+        if self.m.scores == NULL or self.m.lens == NULL or self.int_objs == NULL:
+            raise MemoryError()
+        self._int_list = list(range(self.m.n_ids))
+        for k in range(self.m.n_ids):
+            self.m.scores[k] = -INFINITY
+            self.m.lens[k] = 0
+            self.int_objs[k] = <PyObject*> self._int_list[k]
+        self.max_piece_length = 0
+        for k in range(n):
+            if len(pieces[k]) == 0:
+                raise ValueError("empty piece")
+            if not isfinite(scores[k]):
+                raise ValueError(f"score of piece {pieces[k]!r} is not finite")
+            self.m.scores[ids[k]] = scores[k]
+            self.m.lens[ids[k]] = len(pieces[k])
+            if len(pieces[k]) > self.max_piece_length:
+                self.max_piece_length = len(pieces[k])
+        order = sorted(range(n), key=pieces.__getitem__)
+        for k in range(1, n):
+            if pieces[order[k]] == pieces[order[k - 1]]:
+                raise ValueError(f"duplicate piece {pieces[order[k]]!r}")
+        singles = sum(1 for x in pieces if len(x) == 1)
+        if singles != 256:
+            missing = sorted(set(range(256)) - {x[0] for x in pieces if len(x) == 1})
+            raise ValueError(f"{len(missing)} single bytes missing from the vocabulary "
+                             f"(first: 0x{missing[0]:02x}); all 256 must be present")
+        self._build([pieces[k] for k in order], [ids[k] for k in order])
+
+    cdef _build(self, list keys, list kids):
+        """Darts-style construction from sorted keys: each node's children get the smallest
+        base where all their cells are free (scan starts at a moving "dense up to here" mark).
+        """
+        cdef Py_ssize_t n_keys = len(keys)
+        cdef Py_ssize_t total = 0, k
+        for key in keys:
+            total += len(key)
+        cdef bytes blob = b"".join(keys)
+        cdef const uint8_t* kb = <const uint8_t*> PyBytes_AS_STRING(blob)
+        cdef int64_t* off = <int64_t*> malloc((n_keys + 1) * sizeof(int64_t))
+        cdef int32_t* kid = <int32_t*> malloc(n_keys * sizeof(int32_t))
+        if off == NULL or kid == NULL:
+            free(off)
+            free(kid)
+            raise MemoryError()
+        off[0] = 0
+        for k in range(n_keys):
+            off[k + 1] = off[k] + len(keys[k])
+            kid[k] = kids[k]
+        try:
+            if self._build_c(kb, off, kid, n_keys) < 0:
+                raise MemoryError()
+        finally:
+            free(off)
+            free(kid)
+
+    cdef int _grow(self, Py_ssize_t need) noexcept nogil:
+        cdef Py_ssize_t cap = self.m.n_cells, i
+        cdef Node* p
+        if need < cap:
+            return 0
+        if cap == 0:
+            cap = 1024
+        while cap <= need:
+            cap *= 2
+        p = <Node*> realloc(self.m.nodes, cap * sizeof(Node))
+        if p == NULL:
+            return -1
+        for i in range(self.m.n_cells, cap):
+            p[i].base = 0
+            p[i].check = FREE
+            p[i].id = -1
+        self.m.nodes = p
+        self.m.n_cells = cap
+        return 0
+
+    cdef int _build_c(self, const uint8_t* kb, const int64_t* off, const int32_t* kid,
+                      Py_ssize_t n_keys) noexcept nogil:
+        # explicit stack of (node, lo, hi, depth)
+        cdef Py_ssize_t stack_cap = 1024, sp = 0
+        cdef int64_t* stack = <int64_t*> malloc(stack_cap * 4 * sizeof(int64_t))
+        cdef int64_t* ns
+        cdef int32_t labels[256]
+        cdef int64_t bounds[257]
+        cdef int n_children, c
+        cdef int64_t s, lo, hi, depth, k, g
+        cdef Py_ssize_t pos, next_check = 1, nonzero, base, t, max_base = 0
+        cdef bint first, ok
+        if stack == NULL or self._grow(1024) < 0:
+            free(stack)
+            return -1
+        self.m.nodes[0].check = ROOT_CHECK
+        stack[0] = 0
+        stack[1] = 0
+        stack[2] = n_keys
+        stack[3] = 0
+        sp = 1
+        while sp > 0:
+            sp -= 1
+            s = stack[4 * sp]
+            lo = stack[4 * sp + 1]
+            hi = stack[4 * sp + 2]
+            depth = stack[4 * sp + 3]
+            if lo < hi and off[lo + 1] - off[lo] == depth:
+                self.m.nodes[s].id = kid[lo]
+                lo += 1
+            if lo >= hi:
+                self.m.nodes[s].base = 0
+                continue
+            # group the remaining keys by their byte at `depth` (they are sorted)
+            n_children = 0
+            k = lo
+            while k < hi:
+                c = kb[off[k] + depth]
+                labels[n_children] = c
+                bounds[n_children] = k
+                n_children += 1
+                k += 1
+                while k < hi and kb[off[k] + depth] == c:
+                    k += 1
+            bounds[n_children] = hi
+            # find a base where every child cell is free
+            pos = next_check
+            if pos < labels[0] + 1:
+                pos = labels[0] + 1
+            nonzero = 0
+            first = True
+            while True:
+                if self._grow(pos + 257) < 0:
+                    free(stack)
+                    return -1
+                if self.m.nodes[pos].check != FREE:
+                    nonzero += 1
+                    pos += 1
+                    continue
+                if first:
+                    next_check = pos
+                    first = False
+                base = pos - labels[0] - 1
+                ok = True
+                for g in range(1, n_children):
+                    if self.m.nodes[base + labels[g] + 1].check != FREE:
+                        ok = False
+                        break
+                if ok:
+                    break
+                pos += 1
+            if nonzero * 20 >= (pos - next_check + 1) * 19:
+                next_check = pos
+            self.m.nodes[s].base = <int32_t> base
+            if base > max_base:
+                max_base = base
+            # claim the cells, then push the children (last first, so the stack pops in order)
+            for g in range(n_children):
+                t = base + labels[g] + 1
+                self.m.nodes[t].check = <int32_t> s
+            if sp + n_children >= stack_cap:
+                while sp + n_children >= stack_cap:
+                    stack_cap *= 2
+                ns = <int64_t*> realloc(stack, stack_cap * 4 * sizeof(int64_t))
+                if ns == NULL:
+                    free(stack)
+                    return -1
+                stack = ns
+            for g in range(n_children - 1, -1, -1):
+                t = base + labels[g] + 1
+                stack[4 * sp] = t
+                stack[4 * sp + 1] = bounds[g]
+                stack[4 * sp + 2] = bounds[g + 1]
+                stack[4 * sp + 3] = depth + 1
+                sp += 1
+        free(stack)
+        # every transition base + byte + 1 must stay inside the array
+        if self._grow(max_base + 258) < 0:
+            return -1
+        return 0
+
+    # ------------------------------------------------------------ info
+
+    @property
+    def trie_cells(self):
+        """Number of cells in the double array (memory = 12 bytes per cell)."""
+        return self.m.n_cells
+
+    def score(self, Py_ssize_t pid):
+        if pid < 0 or pid >= self.m.n_ids or self.m.lens[pid] == 0:
+            raise KeyError(pid)
+        return self.m.scores[pid]
+
+    def matches(self, bytes data, Py_ssize_t start=0):
+        """Ids of all vocabulary pieces that occur in ``data`` at ``start`` (shortest first)."""
+        cdef const uint8_t* p = <const uint8_t*> PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), j = start
+        cdef int32_t s = 0, t
+        out = []
+        while j < n:
+            t = self.m.nodes[s].base + p[j] + 1
+            if self.m.nodes[t].check != s:
+                break
+            s = t
+            j += 1
+            if self.m.nodes[t].id >= 0:
+                out.append(self.m.nodes[t].id)
+        return out
+
+    # ------------------------------------------------------------ encode
+
+    cdef list _to_list(self, const int32_t* ids, Py_ssize_t n):
+        cdef list out = PyList_New(n)
+        cdef Py_ssize_t i
+        cdef PyObject* o
+        for i in range(n):
+            o = self.int_objs[ids[i]]
+            Py_INCREF(<object> o)
+            PyList_SET_ITEM(out, i, <object> o)
+        return out
+
+    def encode(self, bytes data, double alpha=-1.0, uint64_t seed=0):
+        """Ids of the best segmentation of ``data`` (``alpha < 0``), or of a random
+        segmentation drawn with probability proportional to P**alpha (``alpha >= 0``)."""
+        cdef const uint8_t* p = <const uint8_t*> PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Work w
+        cdef IntBuf out
+        cdef int rc
+        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0
+        w.rng = seed
+        out.data = NULL; out.size = 0; out.cap = 0
+        if n >= 2048:
+            with nogil:
+                rc = encode_text(&self.m, p, n, alpha, &w, &out)
+        else:
+            rc = encode_text(&self.m, p, n, alpha, &w, &out)
+        work_free(&w)
+        try:
+            if rc < 0:
+                raise MemoryError()
+            return self._to_list(out.data, out.size)
+        finally:
+            free(out.data)
+
+    def encode_array(self, bytes data, double alpha=-1.0, uint64_t seed=0):
+        """Like :meth:`encode` but returns the ids as a bytearray of native uint32."""
+        cdef const uint8_t* p = <const uint8_t*> PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Work w
+        cdef IntBuf out
+        cdef int rc
+        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0
+        w.rng = seed
+        out.data = NULL; out.size = 0; out.cap = 0
+        with nogil:
+            rc = encode_text(&self.m, p, n, alpha, &w, &out)
+        work_free(&w)
+        try:
+            if rc < 0:
+                raise MemoryError()
+            return PyByteArray_FromStringAndSize(<char*> out.data, out.size * sizeof(int32_t))
+        finally:
+            free(out.data)
+
+    def count_work(self, bytes data):
+        """Trie transitions the Viterbi makes on ``data``: the unit of work, for tests of
+        linearity (it must grow in proportion to the input, whatever the line lengths)."""
+        cdef Work w
+        cdef IntBuf out
+        cdef Py_ssize_t peak
+        cdef const uint8_t* p = <const uint8_t*> PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+        out.data = NULL; out.size = 0; out.cap = 0
+        with nogil:
+            encode_text(&self.m, p, n, -1.0, &w, &out)
+        free(out.data)
+        peak = w.cap
+        work_free(&w)
+        return {"steps": w.steps, "scratch_positions": peak, "tokens": out.size}
+
+    def encode_many(self, list texts, double alpha=-1.0, seeds=None):
+        """Encode a list of bytes without the GIL; returns an :class:`EncodedBatch`.
+
+        With ``alpha >= 0``, ``seeds[k]`` seeds the draw for ``texts[k]``.
+        """
+        cdef Py_ssize_t n = len(texts), k
+        cdef const uint8_t** ptrs = <const uint8_t**> malloc((n + 1) * sizeof(uint8_t*))
+        cdef Py_ssize_t* lens = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        cdef uint64_t* sd = <uint64_t*> malloc((n + 1) * sizeof(uint64_t))
+        cdef EncodedBatch batch = EncodedBatch.__new__(EncodedBatch)
+        cdef Work w
+        cdef int rc = 0
+        if ptrs == NULL or lens == NULL or sd == NULL:
+            free(ptrs); free(lens); free(sd)
+            raise MemoryError()
+        batch.seg = self
+        batch.n = n
+        batch.offsets = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        if batch.offsets == NULL:
+            free(ptrs); free(lens); free(sd)
+            raise MemoryError()
+        try:
+            if alpha >= 0 and seeds is not None and len(seeds) != n:
+                raise ValueError("need one seed per text")
+            for k in range(n):
+                item = texts[k]
+                if type(item) is not bytes:
+                    raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes")
+                ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
+                lens[k] = PyBytes_GET_SIZE(item)
+                sd[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
+            w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+            with nogil:
+                batch.offsets[0] = 0
+                for k in range(n):
+                    w.rng = sd[k]
+                    rc = encode_text(&self.m, ptrs[k], lens[k], alpha, &w, &batch.ids)
+                    if rc < 0:
+                        break
+                    batch.offsets[k + 1] = batch.ids.size
+                work_free(&w)
+            if rc < 0:
+                raise MemoryError()
+            return batch
+        finally:
+            free(ptrs); free(lens); free(sd)
+
+    def count_ids(self, list texts, int64_t[::1] counts not None, weights=None):
+        """Add to ``counts[id]`` how often each id occurs in the best segmentation of each
+        text (times ``weights[k]`` when given). Releases the GIL while segmenting."""
+        cdef Py_ssize_t n = len(texts), k, r
+        cdef const uint8_t** ptrs
+        cdef Py_ssize_t* lens
+        cdef int64_t* wts
+        cdef Work w
+        cdef IntBuf out
+        cdef int rc = 0
+        if counts.shape[0] < self.m.n_ids:
+            raise ValueError(f"counts has {counts.shape[0]} entries, need {self.m.n_ids}")
+        if weights is not None and len(weights) != n:
+            raise ValueError("need one weight per text")
+        ptrs = <const uint8_t**> malloc((n + 1) * sizeof(uint8_t*))
+        lens = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        wts = <int64_t*> malloc((n + 1) * sizeof(int64_t))
+        if ptrs == NULL or lens == NULL or wts == NULL:
+            free(ptrs); free(lens); free(wts)
+            raise MemoryError()
+        try:
+            for k in range(n):
+                item = texts[k]
+                if type(item) is not bytes:
+                    raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes")
+                ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
+                lens[k] = PyBytes_GET_SIZE(item)
+                wts[k] = 1 if weights is None else weights[k]
+            w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+            out.data = NULL; out.size = 0; out.cap = 0
+            with nogil:
+                for k in range(n):
+                    out.size = 0
+                    rc = encode_text(&self.m, ptrs[k], lens[k], -1.0, &w, &out)
+                    if rc < 0:
+                        break
+                    for r in range(out.size):
+                        counts[out.data[r]] += wts[k]
+                work_free(&w)
+                free(out.data)
+            if rc < 0:
+                raise MemoryError()
+        finally:
+            free(ptrs); free(lens); free(wts)
+
+
+cdef class EncodedBatch:
+    """Ids of several texts in one flat buffer (made by :meth:`Segmenter.encode_many`)."""
+    cdef Segmenter seg
+    cdef IntBuf ids
+    cdef Py_ssize_t* offsets
+    cdef readonly Py_ssize_t n
+
+    def __cinit__(self):
+        self.ids.data = NULL
+        self.ids.size = 0
+        self.ids.cap = 0
+        self.offsets = NULL
+        self.n = 0
+
+    def __dealloc__(self):
+        free(self.ids.data)
+        free(self.offsets)
+
+    def __len__(self):
+        return self.n
+
+    @property
+    def n_tokens(self):
+        return self.ids.size
+
+    def tolists(self):
+        """One list of ids per text."""
+        cdef list out = PyList_New(self.n)
+        cdef Py_ssize_t k
+        cdef object item
+        for k in range(self.n):
+            item = self.seg._to_list(self.ids.data + self.offsets[k],
+                                     self.offsets[k + 1] - self.offsets[k])
+            Py_INCREF(item)
+            PyList_SET_ITEM(out, k, item)
+        return out
+
+    def ids_bytes(self):
+        """All ids, concatenated, as a bytearray of native uint32."""
+        return PyByteArray_FromStringAndSize(<char*> self.ids.data, self.ids.size * sizeof(int32_t))
+
+    def offsets_list(self):
+        """Token offsets: text k has ids[offsets[k]:offsets[k+1]]."""
+        return [self.offsets[k] for k in range(self.n + 1)]

@@ -1,0 +1,258 @@
+"""One options schema for the CLI, the Python API and the model file.
+
+Each option is a dataclass field whose ``metadata`` carries its help text (and, optionally,
+the CLI flag and choices). :func:`add_arguments` turns a spec class into argparse options,
+:func:`from_args` reads them back, and ``dataclasses.asdict`` is what a model file stores.
+
+Example::
+
+    >>> spec = NormalizerSpec(form="nfc")
+    >>> spec.to_dict()
+    {'form': 'nfc', 'split_newlines': True}
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+from .errors import TokenmillError
+
+
+def option(default, help, *, flag=None, choices=None, metavar=None, parse=None):
+    """A dataclass field with the CLI information attached."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "parse": parse}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class Spec:
+    """Mixin for option dataclasses: validation, dict round trip, argparse binding."""
+
+    def validate(self) -> None:  # overridden where there is something to check
+        pass
+
+    def __post_init__(self):
+        self.validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, where: str = "options"):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TokenmillError(f"{where}: unknown option(s) {', '.join(unknown)} for {cls.__name__}")
+        return cls(**data)
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, spec_cls, *, skip=()) -> None:
+    """Add one ``--option`` per field of ``spec_cls`` (booleans get ``--x/--no-x``)."""
+    hints = typing.get_type_hints(spec_cls)
+    for f in dataclasses.fields(spec_cls):
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = hints[f.name]
+        help_text = f.metadata["help"]
+        kw = {"dest": f.name, "default": argparse.SUPPRESS}
+        if kind is bool:
+            parser.add_argument(
+                _flag(f), action=argparse.BooleanOptionalAction,
+                help=f"{help_text} (default: {'on' if default else 'off'})", **kw)
+            continue
+        parse = f.metadata.get("parse")
+        if parse is None:
+            origin = typing.get_origin(kind)
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            base = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else kind
+            parse = base if base in (int, float, str) else str
+        parser.add_argument(
+            _flag(f), type=parse, choices=f.metadata.get("choices"),
+            metavar=f.metadata.get("metavar"),
+            help=f"{help_text} (default: {default})", **kw)
+
+
+def from_args(spec_cls, args: argparse.Namespace, **overrides):
+    """Build ``spec_cls`` from parsed arguments; options not given keep their defaults."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(spec_cls) if hasattr(args, f.name)}
+    values.update(overrides)
+    return spec_cls(**values)
+
+
+NORMALIZER_FORMS = ("none", "nfc", "nfkc")
+
+
+@dataclass
+class NormalizerSpec(Spec):
+    """How text is prepared before segmentation; stored in every model file."""
+
+    form: str = option("none", "Unicode normalization applied to str input: none (byte-exact), nfc or nfkc",
+                       choices=NORMALIZER_FORMS)
+    split_newlines: bool = option(True, "cut the input after every run of newlines, so no piece "
+                                        "continues past a line end (as BytePiece does)")
+
+    def validate(self):
+        if self.form not in NORMALIZER_FORMS:
+            raise TokenmillError(f"normalizer: unknown form {self.form!r} (choose from {', '.join(NORMALIZER_FORMS)})")
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text) -> int:
+    """A memory or disk size in bytes, with binary units as in ``sort -S``: K, M, G, T = 2**10.. 2**40.
+
+    Accepts an int, or a string with an optional unit and an optional trailing ``B``/``iB``
+    (case-insensitive); fractions are allowed.
+
+    Example::
+
+        >>> parse_size("1G"), parse_size("512m"), parse_size("1.5K"), parse_size(4096)
+        (1073741824, 536870912, 1536, 4096)
+    """
+    if isinstance(text, bool):
+        raise TokenmillError(f"invalid size {text!r}")
+    if isinstance(text, int):
+        if text < 0:
+            raise TokenmillError(f"invalid size {text!r}: must not be negative")
+        return text
+    s = str(text).strip().upper()
+    for suffix in ("IB", "B"):
+        if s.endswith(suffix) and len(s) > len(suffix):
+            s = s[: -len(suffix)]
+            break
+    unit = s[-1:] if s[-1:] in _SIZE_UNITS and s[-1:] else ""
+    number = s[: len(s) - len(unit)].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise TokenmillError(f"invalid size {text!r} (examples: 4096, 512M, 1G, 1.5T)") from None
+    if not value >= 0 or value == float("inf"):
+        raise TokenmillError(f"invalid size {text!r}: must be a non-negative number")
+    return int(value * _SIZE_UNITS[unit])
+
+
+@dataclass
+class ShuffleSpec(Spec):
+    """Options of ``tokenmill shuffle`` / :func:`tokenmill.shuffle` (exact out-of-core line shuffle)."""
+
+    memory: str = option("1G", "memory budget: the peak RSS stays within it plus about 64 MB of "
+                               "interpreter; sizes like 512M, 1G, 1.5G", metavar="SIZE")
+    seed: int = option(0, "random seed; the same inputs, seed, --memory and shard options give the "
+                          "same output byte for byte, whatever --workers is", metavar="N")
+    tmp: str | None = option(None, "folder for the temporary bucket files (needs about the input "
+                                   "size free; default: the output's folder)", metavar="DIR")
+    shards: int | None = option(None, "write K output files of (nearly) equal line counts, named "
+                                      "OUT-00000..., instead of one file", metavar="K")
+    lines_per_shard: int | None = option(None, "write output files of N lines each (the last one "
+                                               "shorter), named OUT-00000...", metavar="N")
+    workers: int = option(0, "threads for reading/decompressing, scattering and bucket shuffles "
+                             "(0 = number of CPUs, at most 4); never changes the output", metavar="N")
+    buckets: int | None = option(None, "first-level bucket count (default: chosen from --memory and "
+                                       "the input size); part of what fixes the output", metavar="K")
+    progress: bool = option(True, "progress bar on stderr when it is a terminal, and a summary line")
+
+    def validate(self):
+        budget = parse_size(self.memory)
+        if budget < (1 << 20):
+            raise TokenmillError(f"shuffle: --memory {self.memory} is too small (at least 1M)")
+        if self.shards is not None and self.lines_per_shard is not None:
+            raise TokenmillError("shuffle: give --shards or --lines-per-shard, not both")
+        for name in ("shards", "lines_per_shard", "buckets"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TokenmillError(f"shuffle: --{name.replace('_', '-')} must be at least 1")
+        if self.workers < 0:
+            raise TokenmillError("shuffle: --workers must be >= 0")
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_size(self.memory)
+
+
+def _parse_special_tokens(text) -> list:
+    """``"<pad>,<s>,</s>"`` -> ``["<pad>", "<s>", "</s>"]`` (the CLI form of ``special_tokens``)."""
+    if isinstance(text, (list, tuple)):
+        return list(text)
+    return [t for t in str(text).split(",") if t]
+
+
+@dataclass
+class TrainerSpec(Spec):
+    """Options of ``tokenmill train`` / :class:`tokenmill.Trainer`; stored in every trained model.
+
+    The algorithm is BytePiece's (order, min_count, max_piece_length, ensure_unicode,
+    isolate_digits) followed by an optional likelihood refinement (``refine``).
+    """
+
+    vocab_size: list = option([8000], "vocabulary size(s), special tokens included; several sizes "
+                                      "come from one run, largest first", metavar="N")
+    order: int = option(6, "longest byte n-gram of the language model used to find pieces (1 to 7)",
+                        metavar="N")
+    min_count: int = option(2, "n-grams (n >= 2) and pieces seen fewer times are dropped", metavar="N")
+    max_piece_length: int = option(36, "longest piece, in bytes", metavar="N")
+    ensure_unicode: bool = option(True, "a multi-byte piece never starts inside a UTF-8 character, so "
+                                        "every piece of valid UTF-8 text is valid UTF-8")
+    isolate_digits: bool = option(False, "every ASCII digit 0-9 is a token of its own")
+    split_newlines: bool = option(True, "text is cut after every run of newlines, so a piece may end "
+                                        "with newlines but never continues past them (stored in the "
+                                        "model's normalizer, which cuts the same way when encoding)")
+    normalizer: str = option("none", "Unicode normalization of the text before training and encoding: "
+                                     "none (byte-exact), nfc or nfkc", choices=NORMALIZER_FORMS)
+    special_tokens: list = option([], "special tokens, comma-separated (ids 0, 1, ... in this order)",
+                                  metavar="TOK,TOK", parse=_parse_special_tokens)
+    refine: bool = option(True, "likelihood refinement: EM over the unigram lattice re-estimates the "
+                                "scores and prunes the pieces whose removal costs least likelihood")
+    refine_factor: float = option(1.5, "refinement starts from this many times the target vocabulary "
+                                       "(BytePiece's selection), then prunes by likelihood", metavar="X")
+    em_iterations: int = option(2, "EM iterations per pruning step of the refinement", metavar="N")
+    sample_bytes: str | None = option(None, "train on a uniform random sample of about this many bytes "
+                                            "of documents (e.g. 2G); default: everything", metavar="SIZE")
+    memory: str = option("4G", "memory budget for the whole process; counting makes extra passes over "
+                               "the input rather than exceed it (sizes like 512M, 4G)", metavar="SIZE")
+    workers: int = option(0, "threads (0 = all cores); never changes the model", metavar="N")
+    seed: int = option(0, "random seed (only --sample-bytes draws random numbers)", metavar="N")
+    progress: bool = option(True, "progress bars on stderr when it is a terminal, and a summary")
+
+    def validate(self):
+        sizes = self.vocab_size if isinstance(self.vocab_size, (list, tuple)) else [self.vocab_size]
+        try:
+            self.vocab_size = [int(v) for v in sizes]
+        except (TypeError, ValueError):
+            raise TokenmillError(f"train: --vocab-size must be integers, got {sizes!r}") from None
+        if not self.vocab_size:
+            raise TokenmillError("train: give at least one --vocab-size")
+        self.special_tokens = _parse_special_tokens(self.special_tokens)
+        if len(set(self.special_tokens)) != len(self.special_tokens):
+            raise TokenmillError("train: duplicate special token")
+        least = 256 + len(self.special_tokens)
+        for v in self.vocab_size:
+            if v < least:
+                raise TokenmillError(f"train: --vocab-size {v} is below 256 bytes + "
+                                     f"{len(self.special_tokens)} special tokens = {least}")
+        if not 1 <= self.order <= 7:
+            raise TokenmillError(f"train: --order must be between 1 and 7, got {self.order}")
+        if self.min_count < 1:
+            raise TokenmillError("train: --min-count must be at least 1")
+        if self.max_piece_length < 1:
+            raise TokenmillError("train: --max-piece-length must be at least 1")
+        if self.normalizer not in NORMALIZER_FORMS:
+            raise TokenmillError(f"train: unknown normalizer {self.normalizer!r}")
+        if self.refine_factor < 1:
+            raise TokenmillError("train: --refine-factor must be >= 1")
+        if self.em_iterations < 1:
+            raise TokenmillError("train: --em-iterations must be >= 1")
+        if self.workers < 0:
+            raise TokenmillError("train: --workers must be >= 0")
+        if parse_size(self.memory) < (64 << 20):
+            raise TokenmillError(f"train: --memory {self.memory} is too small (at least 64M)")
+        if self.sample_bytes is not None and parse_size(self.sample_bytes) < 1:
+            raise TokenmillError("train: --sample-bytes must be positive")
