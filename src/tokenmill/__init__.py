@@ -1,19 +1,41 @@
 """tokenmill: a byte-level unigram tokenizer and corpus tools for language-model training data.
 
-This module is the public API; everything else is an implementation detail.
+This module is the public API; everything else is an implementation detail. The corpus tools
+are imported on first use, so that ``import tokenmill`` stays light.
 """
 __version__ = "0.1.0"
 
+import importlib
+
 from .errors import InputError, ModelFileError, TokenmillError
-from .spec import NormalizerSpec
+from .spec import NormalizerSpec, ShuffleSpec, TrainerSpec
 from .tokenizer import StreamDecoder, Tokenizer
+
+_LAZY = {
+    "shuffle": "tokenmill.corpus.shuffle",
+    "ShuffleResult": "tokenmill.corpus.shuffle",
+    "Trainer": "tokenmill.trainer",
+}
 
 __all__ = [
     "Tokenizer",
     "StreamDecoder",
     "NormalizerSpec",
+    "Trainer",
+    "TrainerSpec",
+    "shuffle",
+    "ShuffleResult",
+    "ShuffleSpec",
     "TokenmillError",
     "ModelFileError",
     "InputError",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tokenmill' has no attribute {name!r}")

@@ -21,6 +21,17 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport PyObject, Py_INCREF
+from posix.unistd cimport usleep
+
+cdef extern from *:
+    """
+    static inline long tm_fetch_add(long* p, long v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+    static inline int tm_load(int* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void tm_store(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    """
+    long tm_fetch_add(long* p, long v) nogil
+    int tm_load(int* p) nogil
+    void tm_store(int* p, int v) nogil
 
 cdef enum:
     FREE = -1
@@ -30,11 +41,12 @@ cdef enum:
 cdef struct Node:
     int32_t base    # children of this node live at base + byte + 1
     int32_t check   # index of the parent node, FREE if the cell is unused
-    int32_t id      # id of the piece that ends at this node, or -1
+    double score    # score of the piece that ends at this node, -inf if none
 
 
 cdef struct Model:
     Node* nodes
+    int32_t* cell_id    # id of the piece that ends at each cell, or -1
     Py_ssize_t n_cells
     double* scores      # by id
     int32_t* lens       # by id (0 for ids that are not pieces)
@@ -142,7 +154,7 @@ cdef inline int emit_path(const Model* m, Py_ssize_t n, Work* w, IntBuf* out) no
     cdef int32_t* back = w.back
     cdef int32_t* path = w.path
     while j > 0:
-        pid = back[j]
+        pid = m.cell_id[back[j]]
         path[k] = pid
         k += 1
         j -= m.lens[pid]
@@ -166,7 +178,6 @@ cdef int viterbi_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, Work* w,
     cdef int32_t s, t, pid
     cdef double bi, cand
     cdef const Node* nodes = m.nodes
-    cdef const double* scores = m.scores
     cdef double* best
     cdef int32_t* back
     cdef int64_t steps = 0
@@ -187,12 +198,11 @@ cdef int viterbi_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, Work* w,
                 break
             s = t
             j += 1
-            pid = nodes[t].id
-            if pid >= 0:
-                cand = bi + scores[pid]
-                if cand > best[j]:
-                    best[j] = cand
-                    back[j] = pid
+            # non-terminal cells score -inf, which never wins: no branch on "is a piece"
+            cand = bi + nodes[t].score
+            if cand > best[j]:
+                best[j] = cand
+                back[j] = t
         steps += j - i + 1
     w.steps += steps
     return emit_path(m, n, w, out)
@@ -211,7 +221,6 @@ cdef int sample_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, double alp
     cdef int32_t s, t, pid
     cdef double zi, zj, cand, total
     cdef const Node* nodes = m.nodes
-    cdef const double* scores = m.scores
     cdef double* z
     cdef int32_t* back
     cdef int64_t steps = 0
@@ -232,13 +241,12 @@ cdef int sample_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, double alp
                 break
             s = t
             j += 1
-            pid = nodes[t].id
-            if pid >= 0:
-                cand = zi + alpha * scores[pid]
+            if nodes[t].score != -INFINITY:
+                cand = zi + alpha * nodes[t].score
                 zj = z[j]
                 if zj == -INFINITY:
                     z[j] = cand
-                    back[j] = pid
+                    back[j] = t
                 else:
                     if cand > zj:
                         total = cand + log1p(exp(zj - cand))
@@ -246,7 +254,7 @@ cdef int sample_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, double alp
                         total = zj + log1p(exp(cand - zj))
                     z[j] = total
                     if uniform01(&w.rng) < exp(cand - total):
-                        back[j] = pid
+                        back[j] = t
         steps += j - i + 1
     w.steps += steps
     return emit_path(m, n, w, out)
@@ -297,12 +305,15 @@ cdef class Segmenter:
 
     def __cinit__(self):
         self.m.nodes = NULL
+        self.m.cell_id = NULL
+        self.m.n_cells = 0
         self.m.scores = NULL
         self.m.lens = NULL
         self.int_objs = NULL
 
     def __dealloc__(self):
         free(self.m.nodes)
+        free(self.m.cell_id)
         free(self.m.scores)
         free(self.m.lens)
         free(self.int_objs)
@@ -389,6 +400,7 @@ cdef class Segmenter:
     cdef int _grow(self, Py_ssize_t need) noexcept nogil:
         cdef Py_ssize_t cap = self.m.n_cells, i
         cdef Node* p
+        cdef int32_t* q
         if need < cap:
             return 0
         if cap == 0:
@@ -398,18 +410,24 @@ cdef class Segmenter:
         p = <Node*> realloc(self.m.nodes, cap * sizeof(Node))
         if p == NULL:
             return -1
+        self.m.nodes = p
+        q = <int32_t*> realloc(self.m.cell_id, cap * sizeof(int32_t))
+        if q == NULL:
+            return -1
+        self.m.cell_id = q
         for i in range(self.m.n_cells, cap):
             p[i].base = 0
             p[i].check = FREE
-            p[i].id = -1
-        self.m.nodes = p
+            p[i].score = -INFINITY
+            q[i] = -1
         self.m.n_cells = cap
         return 0
 
     cdef int _build_c(self, const uint8_t* kb, const int64_t* off, const int32_t* kid,
                       Py_ssize_t n_keys) noexcept nogil:
-        # explicit stack of (node, lo, hi, depth)
-        cdef Py_ssize_t stack_cap = 1024, sp = 0
+        # a FIFO of (node, lo, hi, depth): nodes are placed breadth first, so the shallow
+        # nodes every walk goes through sit together at the front of the array (cache)
+        cdef Py_ssize_t stack_cap = 1024, sp = 0, head = 0
         cdef int64_t* stack = <int64_t*> malloc(stack_cap * 4 * sizeof(int64_t))
         cdef int64_t* ns
         cdef int32_t labels[256]
@@ -427,14 +445,15 @@ cdef class Segmenter:
         stack[2] = n_keys
         stack[3] = 0
         sp = 1
-        while sp > 0:
-            sp -= 1
-            s = stack[4 * sp]
-            lo = stack[4 * sp + 1]
-            hi = stack[4 * sp + 2]
-            depth = stack[4 * sp + 3]
+        while head < sp:
+            s = stack[4 * head]
+            lo = stack[4 * head + 1]
+            hi = stack[4 * head + 2]
+            depth = stack[4 * head + 3]
+            head += 1
             if lo < hi and off[lo + 1] - off[lo] == depth:
-                self.m.nodes[s].id = kid[lo]
+                self.m.cell_id[s] = kid[lo]
+                self.m.nodes[s].score = self.m.scores[kid[lo]]
                 lo += 1
             if lo >= hi:
                 self.m.nodes[s].base = 0
@@ -482,7 +501,7 @@ cdef class Segmenter:
             self.m.nodes[s].base = <int32_t> base
             if base > max_base:
                 max_base = base
-            # claim the cells, then push the children (last first, so the stack pops in order)
+            # claim the cells, then queue the children
             for g in range(n_children):
                 t = base + labels[g] + 1
                 self.m.nodes[t].check = <int32_t> s
@@ -494,7 +513,7 @@ cdef class Segmenter:
                     free(stack)
                     return -1
                 stack = ns
-            for g in range(n_children - 1, -1, -1):
+            for g in range(n_children):
                 t = base + labels[g] + 1
                 stack[4 * sp] = t
                 stack[4 * sp + 1] = bounds[g]
@@ -531,8 +550,8 @@ cdef class Segmenter:
                 break
             s = t
             j += 1
-            if self.m.nodes[t].id >= 0:
-                out.append(self.m.nodes[t].id)
+            if self.m.cell_id[t] >= 0:
+                out.append(self.m.cell_id[t])
         return out
 
     # ------------------------------------------------------------ encode
@@ -745,3 +764,141 @@ cdef class EncodedBatch:
     def offsets_list(self):
         """Token offsets: text k has ids[offsets[k]:offsets[k+1]]."""
         return [self.offsets[k] for k in range(self.n + 1)]
+
+
+cdef class ParallelEncode:
+    """Encode a list of texts on worker threads that never take the GIL.
+
+    The texts are cut into blocks; each worker repeatedly claims the next block (an atomic
+    counter) and encodes it into the block's own buffer. Meanwhile the calling thread turns
+    finished blocks into Python lists, in order, so that the GIL-bound list building overlaps
+    with encoding instead of stalling the workers::
+
+        job = ParallelEncode(seg, texts, bounds, alpha, seeds)
+        threads = [threading.Thread(target=job.work) for _ in range(n)]
+        for t in threads: t.start()
+        lists = job.collect()
+        for t in threads: t.join()
+    """
+    cdef Segmenter seg
+    cdef object texts
+    cdef const uint8_t** ptrs
+    cdef Py_ssize_t* lens
+    cdef uint64_t* seeds
+    cdef double alpha
+    cdef Py_ssize_t n
+    cdef Py_ssize_t n_blocks
+    cdef Py_ssize_t* block_lo
+    cdef IntBuf* bufs
+    cdef Py_ssize_t* starts
+    cdef int* state
+    cdef long next_block
+
+    def __cinit__(self):
+        self.ptrs = NULL
+        self.lens = NULL
+        self.seeds = NULL
+        self.block_lo = NULL
+        self.bufs = NULL
+        self.starts = NULL
+        self.state = NULL
+        self.n_blocks = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t b
+        if self.bufs != NULL:
+            for b in range(self.n_blocks):
+                free(self.bufs[b].data)
+        free(self.bufs)
+        free(self.ptrs)
+        free(self.lens)
+        free(self.seeds)
+        free(self.block_lo)
+        free(self.starts)
+        free(self.state)
+
+    def __init__(self, Segmenter seg, list texts, list bounds, double alpha=-1.0, seeds=None):
+        """``bounds``: block boundaries ``[0, ..., len(texts)]``; ``seeds``: one per text
+        (used when ``alpha >= 0``)."""
+        cdef Py_ssize_t k, n = len(texts)
+        self.seg = seg
+        self.texts = texts
+        self.alpha = alpha
+        self.n = n
+        if len(bounds) < 2 or bounds[0] != 0 or bounds[len(bounds) - 1] != n or sorted(bounds) != bounds:
+            raise ValueError("bounds must run from 0 to len(texts), ascending")
+        if alpha >= 0 and seeds is not None and len(seeds) != n:
+            raise ValueError("need one seed per text")
+        self.ptrs = <const uint8_t**> malloc((n + 1) * sizeof(uint8_t*))
+        self.lens = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        self.seeds = <uint64_t*> malloc((n + 1) * sizeof(uint64_t))
+        self.starts = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        nb = len(bounds) - 1
+        self.block_lo = <Py_ssize_t*> malloc((nb + 1) * sizeof(Py_ssize_t))
+        self.bufs = <IntBuf*> malloc((nb + 1) * sizeof(IntBuf))
+        self.state = <int*> malloc((nb + 1) * sizeof(int))
+        if (self.ptrs == NULL or self.lens == NULL or self.seeds == NULL or self.starts == NULL
+                or self.block_lo == NULL or self.bufs == NULL or self.state == NULL):
+            raise MemoryError()
+        self.n_blocks = nb
+        for k in range(nb + 1):
+            self.block_lo[k] = bounds[k]
+            self.bufs[k].data = NULL
+            self.bufs[k].size = 0
+            self.bufs[k].cap = 0
+            self.state[k] = 0
+        for k in range(n):
+            item = texts[k]
+            if type(item) is not bytes:
+                raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes")
+            self.ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
+            self.lens[k] = PyBytes_GET_SIZE(item)
+            self.seeds[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
+        self.next_block = 0
+
+    def work(self):
+        """Run by each worker thread: encode blocks until none is left (without the GIL)."""
+        with nogil:
+            self._work()
+
+    cdef void _work(self) noexcept nogil:
+        cdef Work w
+        cdef long b
+        cdef Py_ssize_t k
+        cdef int rc
+        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+        while True:
+            b = tm_fetch_add(&self.next_block, 1)
+            if b >= self.n_blocks:
+                break
+            rc = 0
+            for k in range(self.block_lo[b], self.block_lo[b + 1]):
+                w.rng = self.seeds[k]
+                self.starts[k] = self.bufs[b].size
+                rc = encode_text(&self.seg.m, self.ptrs[k], self.lens[k], self.alpha, &w, &self.bufs[b])
+                if rc < 0:
+                    break
+            tm_store(&self.state[b], 1 if rc == 0 else -1)
+        work_free(&w)
+
+    def collect(self):
+        """One list of ids per text, in order; waits for each block as needed."""
+        cdef list out = PyList_New(self.n)
+        cdef Py_ssize_t b, k, end
+        cdef object item
+        for b in range(self.n_blocks):
+            with nogil:
+                while tm_load(&self.state[b]) == 0:
+                    usleep(20)
+            if self.state[b] < 0:
+                raise MemoryError()
+            for k in range(self.block_lo[b], self.block_lo[b + 1]):
+                end = self.starts[k + 1] if k + 1 < self.block_lo[b + 1] else self.bufs[b].size
+                item = self.seg._to_list(self.bufs[b].data + self.starts[k], end - self.starts[k])
+                Py_INCREF(item)
+                PyList_SET_ITEM(out, k, item)
+            free(self.bufs[b].data)
+            self.bufs[b].data = NULL
+            self.bufs[b].size = 0
+            self.bufs[b].cap = 0
+        return out

@@ -21,11 +21,11 @@ import itertools
 import os
 import re
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import Iterable, Sequence
 
 from . import model_file
-from ._core import Segmenter, mix_seed
+from ._core import ParallelEncode, Segmenter, mix_seed
 from .errors import TokenmillError
 from .spec import NormalizerSpec
 
@@ -305,25 +305,27 @@ class Tokenizer:
             num_threads = os.cpu_count() or 1
         if num_threads < 1:
             raise ValueError("num_threads must be >= 1")
-        data = [self._to_bytes(t) for t in texts]
+        if self._normal_form is None:
+            data = [t.encode("utf-8", "surrogatepass") if type(t) is str else self._to_bytes(t) for t in texts]
+        else:
+            data = [self._to_bytes(t) for t in texts]
         base = self._call_seed(seed) if alpha >= 0 else 0
         if regex is not None:
             return [self._encode_bytes(d, alpha, _seed_state(base + i) if alpha >= 0 else 0, regex)
                     for i, d in enumerate(data)]
-        blocks = _blocks(data, num_threads)
-        seeds_for = (lambda lo, hi: [_seed_state(base + i) for i in range(lo, hi)]) if alpha >= 0 \
-            else (lambda lo, hi: None)
-        if num_threads == 1 or len(blocks) == 1:
-            return self._seg.encode_many(data, alpha, seeds_for(0, len(data))).tolists()
-        out: list[list[int]] = []
-        with ThreadPoolExecutor(max_workers=num_threads) as pool:
-            futures = [pool.submit(self._seg.encode_many, data[lo:hi], alpha, seeds_for(lo, hi))
-                       for lo, hi in blocks]
-            # Converting to Python lists needs the GIL; it overlaps with the other
-            # blocks' encoding, which runs without it.
-            for fut in futures:
-                out += fut.result().tolists()
-        return out
+        seeds = [_seed_state(base + i) for i in range(len(data))] if alpha >= 0 else None
+        bounds = _block_bounds(data, num_threads)
+        if num_threads == 1 or len(bounds) <= 2:
+            return self._seg.encode_many(data, alpha, seeds).tolists()
+        job = ParallelEncode(self._seg, data, bounds, alpha, seeds)
+        workers = [threading.Thread(target=job.work, daemon=True) for _ in range(min(num_threads, len(bounds) - 1))]
+        for w in workers:
+            w.start()
+        try:
+            return job.collect()
+        finally:
+            for w in workers:
+                w.join()
 
     # ------------------------------------------------------------------ decode
 
@@ -378,19 +380,18 @@ class StreamDecoder:
         return self._decoder.decode(b"", final=True)
 
 
-def _blocks(data: list[bytes], num_threads: int) -> list[tuple[int, int]]:
-    """Contiguous [lo, hi) ranges of roughly equal byte size for the worker threads."""
-    total = sum(map(len, data))
-    target = max(min(_BATCH_BLOCK_BYTES, total // (num_threads * 4) + 1), 1 << 14)
-    blocks = []
-    lo = 0
+def _block_bounds(data: list[bytes], num_threads: int) -> list[int]:
+    """Block boundaries ``[0, ..., len(data)]``: contiguous runs of roughly equal byte size,
+    several per thread so that the threads finish together."""
+    total = sum(map(len, data)) + 16 * len(data)
+    target = max(min(_BATCH_BLOCK_BYTES, total // (num_threads * 8) + 1), 1 << 14)
+    bounds = [0]
     size = 0
     for i, d in enumerate(data):
         size += len(d) + 16
         if size >= target:
-            blocks.append((lo, i + 1))
-            lo = i + 1
+            bounds.append(i + 1)
             size = 0
-    if lo < len(data) or not blocks:
-        blocks.append((lo, len(data)))
-    return blocks
+    if bounds[-1] != len(data):
+        bounds.append(len(data))
+    return bounds

@@ -1,0 +1,135 @@
+"""Benchmark: tokenmill shuffle against cp, GNU shuf and sort -R, in one run on one disk (not in CI).
+
+    python bench/shuffle.py [--size 316M] [--dir /tmp/tokenmill-bench] [--workers 2]
+
+Input: text lines like BASELINES.md's shuffle anchors (``<n>\\t`` + 0-300 bytes of ASCII).
+Every wall time includes ``sync``; memory is the peak summed VmRSS of the process tree sampled
+from /proc every 10 ms. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_input(path: str, size: int) -> int:
+    rng = np.random.default_rng(0)
+    lines = []
+    total = 0
+    n = 0
+    alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,", np.uint8)
+    with open(path, "wb") as f:
+        while total < size:
+            lengths = rng.integers(0, 301, 100_000)
+            blob = alphabet[rng.integers(0, alphabet.size, int(lengths.sum()))].tobytes()
+            pos = 0
+            lines = []
+            for length in lengths.tolist():
+                lines.append(b"%d\t%s\n" % (n, blob[pos:pos + length]))
+                pos += length
+                n += 1
+            chunk = b"".join(lines)
+            f.write(chunk)
+            total += len(chunk)
+    return n
+
+
+def tree_rss(pid: int) -> int:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def run(cmd: str) -> tuple[float, int]:
+    """Wall seconds (including sync) and peak tree RSS of a shell command."""
+    subprocess.run("sync", shell=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(["bash", "-c", cmd + " && sync"])
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.01)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {cmd}")
+    return wall, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="316M", help="input size (default 316M, as in BASELINES.md)")
+    ap.add_argument("--dir", default="/tmp/tokenmill-bench")
+    ap.add_argument("--workers", default="2")
+    ap.add_argument("--repeat", type=int, default=2, help="best of N runs per tool")
+    args = ap.parse_args()
+    from tokenmill.spec import parse_size
+
+    size = parse_size(args.size)
+    os.makedirs(args.dir, exist_ok=True)
+    src = os.path.join(args.dir, "in.txt")
+    out = os.path.join(args.dir, "out.txt")
+    if not os.path.exists(src) or abs(os.path.getsize(src) - size) > 1 << 20:
+        make_input(src, size)
+    nbytes = os.path.getsize(src)
+    tm = f"{sys.executable} -m tokenmill.cli shuffle --workers {args.workers} --no-progress"
+    budget_out = max(1 << 20, nbytes // 10)
+    budget_in = 2 * nbytes + (64 << 20)
+    tools = [
+        ("`cat in > out` (cp)", f"cat {src} > {out}", "-"),
+        (f"tokenmill, --memory {budget_out >> 20}M (1/10 of input)",
+         f"{tm} {src} -o {out} --memory {budget_out}", "out of memory"),
+        (f"tokenmill, --memory {budget_in >> 20}M (> input)", f"{tm} {src} -o {out} --memory {budget_in}",
+         "in memory"),
+        ("GNU `shuf`", f"shuf {src} -o {out}", "in memory"),
+        (f"`sort -R -S {budget_out >> 20}M`", f"LC_ALL=C sort -R -S {budget_out} -T {args.dir} {src} -o {out}",
+         "not a shuffle"),
+    ]
+    rows = []
+    for name, cmd, note in tools:
+        best = None
+        for _ in range(args.repeat if "sort -R" not in name else 1):
+            wall, peak = run(cmd)
+            best = (wall, peak) if best is None or wall < best[0] else best
+        rows.append((name, best[0], best[1], note))
+        print(f"{name}: {best[0]:.2f} s, {nbytes / best[0] / 1e6:.0f} MB/s, peak {best[1] / 2**20:.0f} MiB",
+              file=sys.stderr)
+    os.unlink(out)
+    cp_rate = nbytes / rows[0][1] / 1e6
+    limit = cp_rate / 2
+    shuf_rate = nbytes / rows[3][1] / 1e6
+    print(f"\nInput: {nbytes / 1e6:.0f} MB, {args.dir}, {os.cpu_count()} CPUs, --workers {args.workers}; "
+          f"physical limit = cp / 2 = {limit:.0f} MB/s\n")
+    print("| tool | peak RSS | wall | MB/s | vs limit (cp/2) | vs shuf | note |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, wall, peak, note in rows:
+        rate = nbytes / wall / 1e6
+        print(f"| {name} | {peak / 2**20:.0f} MiB | {wall:.2f} s | {rate:.0f} | {rate / limit:.2f}x | "
+              f"{rate / shuf_rate:.2f}x | {note} |")
+
+
+if __name__ == "__main__":
+    main()
