@@ -21,6 +21,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport PyObject, Py_INCREF
+from cpython.long cimport PyLong_FromLong
 from posix.unistd cimport usleep
 
 cdef extern from *:
@@ -190,20 +191,29 @@ cdef int viterbi_chunk(const Model* m, const uint8_t* p, Py_ssize_t n, Work* w,
         best[i] = -INFINITY
     for i in range(n):
         bi = best[i]
-        s = 0
-        j = i
-        while j < n:
-            t = nodes[s].base + p[j] + 1
-            if nodes[t].check != s:
-                break
-            s = t
-            j += 1
-            # non-terminal cells score -inf, which never wins: no branch on "is a piece"
-            cand = bi + nodes[t].score
-            if cand > best[j]:
-                best[j] = cand
-                back[j] = t
-        steps += j - i + 1
+        # The single byte is always a piece (a child of the root); a leaf there (base 0:
+        # the root's 256 children fill cells 1..256, so no inner node can have base 0)
+        # means no longer piece starts with this byte, e.g. a UTF-8 continuation byte.
+        t = nodes[0].base + p[i] + 1
+        j = i + 1
+        cand = bi + nodes[t].score
+        if cand > best[j]:
+            best[j] = cand
+            back[j] = t
+        s = t
+        if nodes[s].base != 0:
+            while j < n:
+                t = nodes[s].base + p[j] + 1
+                if nodes[t].check != s:
+                    break
+                s = t
+                j += 1
+                # non-terminal cells score -inf, which never wins: no branch on "is a piece"
+                cand = bi + nodes[t].score
+                if cand > best[j]:
+                    best[j] = cand
+                    back[j] = t
+        steps += j - i
     w.steps += steps
     return emit_path(m, n, w, out)
 
@@ -344,11 +354,9 @@ cdef class Segmenter:
         self.int_objs = <PyObject**> malloc(self.m.n_ids * sizeof(PyObject*))
         if self.m.scores == NULL or self.m.lens == NULL or self.int_objs == NULL:
             raise MemoryError()
-        self._int_list = list(range(self.m.n_ids))
         for k in range(self.m.n_ids):
             self.m.scores[k] = -INFINITY
             self.m.lens[k] = 0
-            self.int_objs[k] = <PyObject*> self._int_list[k]
         self.max_piece_length = 0
         for k in range(n):
             if len(pieces[k]) == 0:
@@ -359,6 +367,18 @@ cdef class Segmenter:
             self.m.lens[ids[k]] = len(pieces[k])
             if len(pieces[k]) > self.max_piece_length:
                 self.max_piece_length = len(pieces[k])
+        # The Python ints handed out for ids are made once, most probable piece first, so
+        # that the ones in constant use sit together in memory (list building touches them).
+        by_score = sorted(range(n), key=lambda k: -scores[k])
+        ints = [None] * self.m.n_ids
+        for k in by_score:
+            ints[ids[k]] = PyLong_FromLong(ids[k])
+        for k in range(self.m.n_ids):
+            if ints[k] is None:
+                ints[k] = PyLong_FromLong(k)
+        self._int_list = ints
+        for k in range(self.m.n_ids):
+            self.int_objs[k] = <PyObject*> ints[k]
         order = sorted(range(n), key=pieces.__getitem__)
         for k in range(1, n):
             if pieces[order[k]] == pieces[order[k - 1]]:
