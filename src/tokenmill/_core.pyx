@@ -17,7 +17,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memchr, memcpy
 from libc.math cimport INFINITY, exp, log1p, isfinite
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport PyObject, Py_INCREF
@@ -922,3 +922,71 @@ cdef class ParallelEncode:
             self.bufs[b].size = 0
             self.bufs[b].cap = 0
         return out
+
+
+cdef class ByteTable:
+    """The bytes of every id, for decoding: ``ByteTable(list_of_bytes).join(ids) -> bytes``.
+
+    >>> ByteTable([b"a", b"bc", b""]).join([1, 0, 2, 1])
+    b'bcabc'
+    """
+    cdef char* blob
+    cdef Py_ssize_t* off
+    cdef readonly Py_ssize_t size
+
+    def __cinit__(self):
+        self.blob = NULL
+        self.off = NULL
+
+    def __dealloc__(self):
+        free(self.blob)
+        free(self.off)
+
+    def __init__(self, list entries):
+        cdef Py_ssize_t n = len(entries), k, total = 0
+        for item in entries:
+            total += len(<bytes?> item)
+        self.blob = <char*> malloc(total + 1)
+        self.off = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        if self.blob == NULL or self.off == NULL:
+            raise MemoryError()
+        self.size = n
+        self.off[0] = 0
+        for k in range(n):
+            item = entries[k]
+            memcpy(self.blob + self.off[k], PyBytes_AS_STRING(item), len(item))
+            self.off[k + 1] = self.off[k] + len(item)
+
+    def join(self, ids):
+        """Concatenated bytes of ``ids`` (any sequence of ints); ValueError for a bad id."""
+        cdef Py_ssize_t n, k, total = 0, pos = 0
+        cdef long v
+        cdef IntBuf tmp
+        cdef bytes out
+        cdef char* dst
+        if not isinstance(ids, (list, tuple)):
+            ids = list(ids) if not hasattr(ids, "tolist") else ids.tolist()
+        n = len(ids)
+        tmp.data = <int32_t*> malloc((n + 1) * sizeof(int32_t))
+        if tmp.data == NULL:
+            raise MemoryError()
+        try:
+            for k in range(n):
+                item = ids[k]
+                try:
+                    v = item
+                except (TypeError, OverflowError):
+                    raise ValueError(f"token id {item!r} is out of range for a vocabulary of {self.size}") from None
+                if v < 0 or v >= self.size or isinstance(item, bool):
+                    raise ValueError(f"token id {item!r} is out of range for a vocabulary of {self.size}")
+                tmp.data[k] = <int32_t> v
+                total += self.off[v + 1] - self.off[v]
+            out = PyBytes_FromStringAndSize(NULL, total)  # filled below, before anyone sees it
+            dst = PyBytes_AS_STRING(out)
+            for k in range(n):
+                v = tmp.data[k]
+                memcpy(dst + pos, self.blob + self.off[v], self.off[v + 1] - self.off[v])
+                pos += self.off[v + 1] - self.off[v]
+            return out
+        finally:
+            free(tmp.data)

@@ -25,7 +25,7 @@ import threading
 from typing import Iterable, Sequence
 
 from . import model_file
-from ._core import ParallelEncode, Segmenter, mix_seed
+from ._core import ByteTable, ParallelEncode, Segmenter, mix_seed
 from .errors import TokenmillError
 from .spec import NormalizerSpec
 
@@ -63,6 +63,9 @@ class Tokenizer:
         for i, (piece, _) in zip(piece_ids, model.pieces):
             self._id_to_bytes[i] = piece
             self._piece_to_id[piece] = i
+        self._bytes = ByteTable(self._id_to_bytes)
+        self._bytes_no_special = ByteTable([b"" if i in self._id_to_special else b
+                                            for i, b in enumerate(self._id_to_bytes)])
         self._seg = Segmenter([p for p, _ in model.pieces], [s for _, s in model.pieces], piece_ids,
                               split_newlines=self.normalizer.split_newlines)
         self._special_regex_cache: dict = {}
@@ -331,18 +334,9 @@ class Tokenizer:
 
     def decode_bytes(self, ids: Iterable[int], skip_special: bool = False) -> bytes:
         """The exact bytes of ``ids``; special tokens give their UTF-8 text unless skipped."""
-        table = self._id_to_bytes
-        if not isinstance(ids, list):
-            ids = list(ids) if not hasattr(ids, "tolist") else ids.tolist()
-        if ids:
-            lo, hi = min(ids), max(ids)
-            if lo < 0 or hi >= len(table) or not isinstance(lo, int) or not isinstance(hi, int):
-                bad = next(i for i in ids if not isinstance(i, int) or not 0 <= i < len(table))
-                self._check_id(bad)
         if skip_special and self._id_to_special:
-            specials = self._id_to_special
-            return b"".join([table[i] for i in ids if i not in specials])
-        return b"".join([table[i] for i in ids])
+            return self._bytes_no_special.join(ids)
+        return self._bytes.join(ids)
 
     def decode(self, ids: Iterable[int], errors: str = "replace", skip_special: bool = False) -> str:
         """Text of ``ids``. Bytes that are not valid UTF-8 follow Python's ``errors=``
