@@ -15,6 +15,10 @@ _LAZY = {
     "shuffle": "tokenmill.corpus.shuffle",
     "ShuffleResult": "tokenmill.corpus.shuffle",
     "Trainer": "tokenmill.trainer",
+    "TokenShards": "tokenmill.corpus.shards",
+    "encode_corpus": "tokenmill.corpus.shards",
+    "EncodeCorpusSpec": "tokenmill.corpus.shards",
+    "EncodeCorpusResult": "tokenmill.corpus.shards",
 }
 
 __all__ = [
@@ -26,6 +30,10 @@ __all__ = [
     "shuffle",
     "ShuffleResult",
     "ShuffleSpec",
+    "encode_corpus",
+    "EncodeCorpusSpec",
+    "EncodeCorpusResult",
+    "TokenShards",
     "TokenmillError",
     "ModelFileError",
     "InputError",
