@@ -209,11 +209,19 @@ class TrainerSpec(Spec):
                                      "none (byte-exact), nfc or nfkc", choices=NORMALIZER_FORMS)
     special_tokens: list = option([], "special tokens, comma-separated (ids 0, 1, ... in this order)",
                                   metavar="TOK,TOK", parse=_parse_special_tokens)
-    refine: bool = option(True, "likelihood refinement: EM over the unigram lattice re-estimates the "
-                                "scores and prunes the pieces whose removal costs least likelihood")
-    refine_factor: float = option(1.5, "refinement starts from this many times the target vocabulary "
-                                       "(BytePiece's selection), then prunes by likelihood", metavar="X")
-    em_iterations: int = option(2, "EM iterations per pruning step of the refinement", metavar="N")
+    refine: bool = option(True, "refinement after BytePiece's selection: re-estimate the scores on the "
+                                "corpus and prune, from --refine-factor times the target size, the "
+                                "pieces whose removal costs least")
+    refine_factor: float = option(1.5, "the refinement starts from this many times the target vocabulary "
+                                       "(chosen as BytePiece does)", metavar="X")
+    refine_loss: str = option("tokens", "cost of removing a piece: tokens (frequency x extra tokens of its "
+                                        "best split: compression) or likelihood (SentencePiece's)",
+                              choices=("tokens", "likelihood"))
+    refine_estimate: str = option("viterbi", "score re-estimation: viterbi (counts in the best "
+                                             "segmentations) or em (expected counts, forward-backward)",
+                                  choices=("viterbi", "em"))
+    refine_iterations: int = option(1, "re-estimations before each pruning step of the refinement",
+                                    metavar="N")
     sample_bytes: str | None = option(None, "train on a uniform random sample of about this many bytes "
                                             "of documents (e.g. 2G); default: everything", metavar="SIZE")
     memory: str = option("4G", "memory budget for the whole process; counting makes extra passes over "
@@ -248,8 +256,10 @@ class TrainerSpec(Spec):
             raise TokenmillError(f"train: unknown normalizer {self.normalizer!r}")
         if self.refine_factor < 1:
             raise TokenmillError("train: --refine-factor must be >= 1")
-        if self.em_iterations < 1:
-            raise TokenmillError("train: --em-iterations must be >= 1")
+        if self.refine_iterations < 1:
+            raise TokenmillError("train: --refine-iterations must be >= 1")
+        if self.refine_loss not in ("tokens", "likelihood") or self.refine_estimate not in ("viterbi", "em"):
+            raise TokenmillError("train: unknown --refine-loss or --refine-estimate")
         if self.workers < 0:
             raise TokenmillError("train: --workers must be >= 0")
         if parse_size(self.memory) < (64 << 20):

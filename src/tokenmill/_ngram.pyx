@@ -1,0 +1,974 @@
+# cython: language_level=3
+"""Exact n-gram counting over packed 64-bit keys, in compiled code that releases the GIL.
+
+A key packs an n-gram of up to 7 bytes (or any units whose packing fits 56 bits) and its
+length: the bytes go big-endian into the high bits, the length into the low byte, so that
+
+    >>> pack(b"ab") == (0x61 << 56) | (0x62 << 48) | 2
+    True
+
+and sorting keys numerically sorts the n-grams bytewise with every prefix before its
+extensions (b"ab" < b"ab\\x00" < b"abc" < b"b").
+
+:class:`NgramTable` is an open-addressing hash table (key -> uint64 count) split into shards
+by the key's hash. Shard ``s`` is only ever touched by the thread that passes ``shard=s``, so
+several threads count one batch at once without locks, and since counts are sums the result
+does not depend on how batches or shards were spread over threads. Counts are exact: nothing
+is sampled or dropped until :meth:`NgramTable.export` applies ``min_count``.
+"""
+from libc.stdint cimport uint64_t, int64_t, uint8_t, uint32_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+
+import numpy as np
+
+MAX_ORDER = 7
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr, int rw, int locality) nogil
+
+cdef enum:
+    BLOCK = 64          # positions whose table slots are prefetched together
+
+
+cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
+    # splitmix64 finalizer: a bijection, so distinct keys never share a hash.
+    x ^= x >> 30
+    x *= 0xbf58476d1ce4e5b9ULL
+    x ^= x >> 27
+    x *= 0x94d049bb133111ebULL
+    x ^= x >> 31
+    return x
+
+
+def pack(bytes ngram):
+    """The packed key of ``ngram`` (1 to 7 bytes)."""
+    cdef Py_ssize_t n = len(ngram), i
+    cdef uint64_t key = 0
+    if n < 1 or n > 7:
+        raise ValueError("an n-gram key holds 1 to 7 bytes")
+    for i in range(n):
+        key |= (<uint64_t>(<uint8_t>ngram[i])) << (56 - 8 * i)
+    return key | <uint64_t>n
+
+
+def unpack(uint64_t key):
+    """Inverse of :func:`pack`: ``unpack(pack(b"ab")) == b"ab"``."""
+    cdef int n = key & 0xFF, i
+    return bytes([(key >> (56 - 8 * i)) & 0xFF for i in range(n)])
+
+
+def unpack_many(uint64_t[:] keys):
+    """``[unpack(k) for k in keys]``, faster."""
+    cdef Py_ssize_t j
+    cdef uint64_t key
+    cdef int n, i
+    cdef bytearray buf = bytearray(8)
+    out = []
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        n = key & 0xFF
+        for i in range(n):
+            buf[i] = (key >> (56 - 8 * i)) & 0xFF
+        out.append(bytes(buf[:n]))
+    return out
+
+
+cdef struct Shard:
+    uint64_t *keys
+    uint64_t *counts
+    uint64_t mask
+    uint64_t size
+    uint64_t lo          # this pass counts the keys whose range value is in [lo, hi)
+    uint64_t hi
+    uint64_t budget      # bytes this shard may use (0 = unlimited)
+    int evictions
+
+
+FULL_RANGE = 1 << 32
+cdef uint64_t C_FULL_RANGE = 4294967296ULL
+
+
+cdef inline uint64_t range_value(uint64_t h) noexcept nogil:
+    # independent of the bits that choose the shard and the slot
+    return mix64(h ^ 0x5851F42D4C957F2DULL) >> 32
+
+
+def key_range_value(uint64_t key):
+    """The value in 0..2**32 that decides which counting pass owns ``key``."""
+    return range_value(mix64(key))
+
+
+cdef int shard_alloc(Shard *s, uint64_t capacity) noexcept nogil:
+    cdef uint64_t cap = 256
+    while cap < capacity:
+        cap <<= 1
+    s.keys = <uint64_t *> calloc(cap, sizeof(uint64_t))
+    s.counts = <uint64_t *> calloc(cap, sizeof(uint64_t))
+    if s.keys == NULL or s.counts == NULL:
+        free(s.keys)
+        free(s.counts)
+        s.keys = NULL
+        s.counts = NULL
+        return -1
+    s.mask = cap - 1
+    s.size = 0
+    return 0
+
+
+cdef int shard_grow(Shard *s) noexcept nogil:
+    cdef Shard bigger
+    cdef uint64_t i, j, k
+    if shard_alloc(&bigger, (s.mask + 1) * 2) != 0:
+        return -1
+    for i in range(s.mask + 1):
+        k = s.keys[i]
+        if k != 0:
+            j = mix64(k) & bigger.mask
+            while bigger.keys[j] != 0:
+                j = (j + 1) & bigger.mask
+            bigger.keys[j] = k
+            bigger.counts[j] = s.counts[i]
+    free(s.keys)
+    free(s.counts)
+    s.keys = bigger.keys
+    s.counts = bigger.counts
+    s.mask = bigger.mask
+    return 0
+
+
+cdef void shard_filter(Shard *s) noexcept nogil:
+    """Remove the keys whose range value is outside [lo, hi), in place (linear probing:
+    the survivors are re-inserted in probe order starting after an empty slot)."""
+    cdef uint64_t cap = s.mask + 1, i, j, k, start = 0, key, cnt, r
+    for i in range(cap):
+        if s.keys[i] != 0:
+            r = range_value(mix64(s.keys[i]))
+            if r < s.lo or r >= s.hi:
+                s.keys[i] = 0
+                s.counts[i] = 0
+                s.size -= 1
+    for i in range(cap):
+        if s.keys[i] == 0:
+            start = i
+            break
+    for k in range(1, cap + 1):
+        i = (start + k) & s.mask
+        key = s.keys[i]
+        if key == 0:
+            continue
+        cnt = s.counts[i]
+        s.keys[i] = 0
+        j = mix64(key) & s.mask
+        while s.keys[j] != 0:
+            j = (j + 1) & s.mask
+        s.keys[j] = key
+        s.counts[j] = cnt
+
+
+cdef inline bint shard_owns(Shard *s, uint64_t h) noexcept nogil:
+    cdef uint64_t r
+    if s.lo == 0 and s.hi == C_FULL_RANGE:
+        return True
+    if s.lo >= s.hi:
+        return False
+    r = range_value(h)
+    return s.lo <= r < s.hi
+
+
+cdef int shard_make_room(Shard *s) noexcept nogil:
+    """Called when the shard is 70 % full: grow it if the budget allows (old and new arrays
+    coexist while growing), else give up the upper half of its key range."""
+    cdef uint64_t cap = s.mask + 1
+    while s.size * 10 > cap * 7:
+        if s.budget == 0 or cap * 16 * 3 <= s.budget or s.hi - s.lo < 2:
+            return shard_grow(s)
+        s.hi = s.lo + (s.hi - s.lo) // 2
+        s.evictions += 1
+        shard_filter(s)
+    return 0
+
+
+cdef inline int shard_add(Shard *s, uint64_t key, uint64_t h, uint64_t count) noexcept nogil:
+    cdef uint64_t j = h & s.mask
+    while True:
+        if s.keys[j] == key:
+            s.counts[j] += count
+            return 0
+        if s.keys[j] == 0:
+            s.keys[j] = key
+            s.counts[j] = count
+            s.size += 1
+            if s.size * 10 > (s.mask + 1) * 7:
+                return shard_make_room(s)
+            return 0
+        j = (j + 1) & s.mask
+
+
+cdef inline int shard_of(uint64_t h, int nshards) noexcept nogil:
+    return <int>((h >> 40) % <uint64_t>nshards)
+
+
+cdef class NgramTable:
+    """Exact counts of packed n-gram keys, in ``shards`` parts that threads fill independently.
+
+    >>> t = NgramTable(order=3)
+    >>> t.count_bytes(b"abab", np.array([4]), 0, 1)
+    >>> keys, counts = t.export(1)
+    >>> dict(zip(unpack_many(keys), counts.tolist()))
+    {b'ab': 2, b'aba': 1, b'ba': 1, b'bab': 1}
+
+    Single bytes are not in the table: they are counted in :attr:`unigrams` (and the number
+    of positions in :attr:`positions`) by part 0.
+
+    Memory: with ``max_bytes`` each shard may use ``max_bytes / shards``. A shard that would
+    need more gives up the upper half of its *key range* (keys are spread uniformly over
+    range values 0..2**32 by a hash), forgetting those keys; :meth:`ranges` then tells which
+    keys were counted, and a further pass with :meth:`set_starts` counts the rest. Every key is
+    thus counted completely in exactly one pass: counts are exact, never estimated.
+    """
+    cdef Shard *shards
+    cdef readonly int nshards
+    cdef readonly int order
+    cdef uint64_t[:] _unigrams
+    cdef readonly object unigrams
+    cdef public uint64_t positions
+
+    def __cinit__(self, int order=6, int shards=1, uint64_t max_bytes=0):
+        cdef int i
+        if order < 1 or order > 7:
+            raise ValueError("order must be between 1 and 7")
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.order = order
+        self.nshards = shards
+        self.shards = <Shard *> calloc(shards, sizeof(Shard))
+        if self.shards == NULL:
+            raise MemoryError()
+        for i in range(shards):
+            if shard_alloc(&self.shards[i], 256) != 0:
+                raise MemoryError()
+            self.shards[i].lo = 0
+            self.shards[i].hi = C_FULL_RANGE
+            self.shards[i].budget = max_bytes // shards
+        self.unigrams = np.zeros(256, dtype=np.uint64)
+        self._unigrams = self.unigrams
+        self.positions = 0
+
+    def __dealloc__(self):
+        cdef int i
+        if self.shards != NULL:
+            for i in range(self.nshards):
+                free(self.shards[i].keys)
+                free(self.shards[i].counts)
+            free(self.shards)
+
+    def set_starts(self, starts):
+        """Start each shard's key range at ``starts[i]`` (2**32: the shard counts nothing)."""
+        cdef int i
+        for i in range(self.nshards):
+            if not 0 <= starts[i] <= C_FULL_RANGE:
+                raise ValueError("bad range start")
+            self.shards[i].lo = starts[i]
+            self.shards[i].hi = C_FULL_RANGE
+            shard_filter(&self.shards[i])
+
+    def ranges(self):
+        """``[(lo, hi)]`` per shard: the range values whose keys this table counted."""
+        return [(self.shards[i].lo, self.shards[i].hi) for i in range(self.nshards)]
+
+    @property
+    def evictions(self):
+        return sum(self.shards[i].evictions for i in range(self.nshards))
+
+    def __len__(self):
+        cdef uint64_t n = 0
+        cdef int i
+        for i in range(self.nshards):
+            n += self.shards[i].size
+        return n
+
+    @property
+    def nbytes(self):
+        """Bytes of memory held by the tables."""
+        cdef uint64_t n = 0
+        cdef int i
+        for i in range(self.nshards):
+            n += (self.shards[i].mask + 1) * 16
+        return n
+
+    def count_bytes(self, const unsigned char[:] buf, const int64_t[:] ends, int part=0, int nparts=1):
+        """Add every n-gram (2 <= n <= order) lying inside one chunk whose shard belongs to
+        ``part`` of ``nparts`` (shard % nparts == part): ``nparts`` threads may count the same
+        batch at once. Chunks are ``buf[ends[k-1]:ends[k]]`` (the first starts at 0).
+        Releases the GIL."""
+        cdef Py_ssize_t k, start = 0, end, i, n, order = self.order
+        cdef uint64_t base, key, h
+        cdef int nshards = self.nshards, err = 0, sh
+        cdef uint64_t[:] uni = self._unigrams
+        cdef uint64_t positions = 0
+        cdef Shard *s
+        if part < 0 or part >= nparts:
+            raise ValueError("no such part")
+        cdef uint64_t kbuf[BLOCK * 8]
+        cdef uint64_t hbuf[BLOCK * 8]
+        cdef int sbuf[BLOCK * 8]
+        cdef Py_ssize_t nb, q, blk_end, i0
+        with nogil:
+            for k in range(ends.shape[0]):
+                end = ends[k]
+                i0 = start
+                while i0 < end and not err:
+                    blk_end = i0 + BLOCK if i0 + BLOCK < end else end
+                    nb = 0
+                    for i in range(i0, blk_end):
+                        base = (<uint64_t>buf[i]) << 56
+                        if part == 0:
+                            uni[buf[i]] += 1
+                            positions += 1
+                        n = 2
+                        while n <= order and i + n <= end:
+                            base |= (<uint64_t>buf[i + n - 1]) << (64 - 8 * n)
+                            key = base | <uint64_t>n
+                            h = mix64(key)
+                            n += 1
+                            sh = shard_of(h, nshards)
+                            if sh % nparts != part:
+                                continue
+                            s = &self.shards[sh]
+                            if not shard_owns(s, h):
+                                continue
+                            kbuf[nb] = key
+                            hbuf[nb] = h
+                            sbuf[nb] = sh
+                            nb += 1
+                            __builtin_prefetch(&s.keys[h & s.mask], 1, 1)
+                    for q in range(nb):
+                        s = &self.shards[sbuf[q]]
+                        if not shard_owns(s, hbuf[q]):   # its range may have shrunk meanwhile
+                            continue
+                        if shard_add(s, kbuf[q], hbuf[q], 1) != 0:
+                            err = 1
+                            break
+                    i0 = blk_end
+                if err:
+                    break
+                start = end
+        self.positions += positions
+        if err:
+            raise MemoryError("n-gram table: out of memory")
+
+    def add_keys(self, const uint64_t[:] keys, const uint64_t[:] counts, int part=0, int nparts=1):
+        """Add ``counts[i]`` to each packed key ``keys[i]`` of ``part`` (generic entry point)."""
+        cdef Py_ssize_t i
+        cdef uint64_t h
+        cdef int nshards = self.nshards, err = 0, sh
+        cdef Shard *s
+        with nogil:
+            for i in range(keys.shape[0]):
+                h = mix64(keys[i])
+                sh = shard_of(h, nshards)
+                if sh % nparts != part:
+                    continue
+                s = &self.shards[sh]
+                if not shard_owns(s, h):
+                    continue
+                if shard_add(s, keys[i], h, counts[i]) != 0:
+                    err = 1
+                    break
+        if err:
+            raise MemoryError("n-gram table: out of memory")
+
+    def get(self, uint64_t key):
+        cdef uint64_t h = mix64(key)
+        cdef Shard *s = &self.shards[shard_of(h, self.nshards)]
+        cdef uint64_t j = h & s.mask
+        while True:
+            if s.keys[j] == key:
+                return s.counts[j]
+            if s.keys[j] == 0:
+                return 0
+            j = (j + 1) & s.mask
+
+    def export(self, uint64_t min_count=1, bint free_tables=False):
+        """``(keys, counts)``: the keys with count >= ``min_count``, sorted, as uint64 arrays.
+
+        With ``free_tables`` each shard's memory is released as soon as it has been read.
+        """
+        cdef int i
+        cdef uint64_t j, m
+        cdef Shard *s
+        parts_k, parts_c = [], []
+        for i in range(self.nshards):
+            s = &self.shards[i]
+            m = 0
+            for j in range(s.mask + 1):
+                if s.keys[j] != 0 and s.counts[j] >= min_count:
+                    m += 1
+            ks = np.empty(m, dtype=np.uint64)
+            cs = np.empty(m, dtype=np.uint64)
+            _collect(s, min_count, ks, cs)
+            parts_k.append(ks)
+            parts_c.append(cs)
+            if free_tables:
+                free(s.keys)
+                free(s.counts)
+                shard_alloc(s, 0)
+        keys = np.concatenate(parts_k) if parts_k else np.empty(0, np.uint64)
+        del parts_k
+        counts = np.concatenate(parts_c) if parts_c else np.empty(0, np.uint64)
+        del parts_c
+        order = np.argsort(keys, kind="stable")
+        return keys[order], counts[order]
+
+
+cdef void _collect(Shard *s, uint64_t min_count, uint64_t[:] ks, uint64_t[:] cs) noexcept:
+    cdef uint64_t j, m = 0
+    with nogil:
+        for j in range(s.mask + 1):
+            if s.keys[j] != 0 and s.counts[j] >= min_count:
+                ks[m] = s.keys[j]
+                cs[m] = s.counts[j]
+                m += 1
+
+
+cdef class KeyMap:
+    """Read-only map packed key -> float64 value (the n-gram language model's log-probabilities).
+
+    Built from sorted or unsorted ``keys``/``values`` arrays; missing keys read as ``default``.
+    """
+    cdef uint64_t *keys
+    cdef double *values
+    cdef readonly uint64_t mask
+    cdef readonly uint64_t size
+
+    def __cinit__(self, const uint64_t[:] keys, const double[:] values):
+        cdef uint64_t cap = 1024, i, j, k
+        cdef uint64_t n = keys.shape[0]
+        while cap * 6 < n * 10:
+            cap <<= 1
+        self.keys = <uint64_t *> calloc(cap, sizeof(uint64_t))
+        self.values = <double *> calloc(cap, sizeof(double))
+        if self.keys == NULL or self.values == NULL:
+            raise MemoryError()
+        self.mask = cap - 1
+        self.size = n
+        with nogil:
+            for i in range(n):
+                k = keys[i]
+                j = mix64(k) & self.mask
+                while self.keys[j] != 0 and self.keys[j] != k:
+                    j = (j + 1) & self.mask
+                self.keys[j] = k
+                self.values[j] = values[i]
+
+    def __dealloc__(self):
+        free(self.keys)
+        free(self.values)
+
+    @property
+    def nbytes(self):
+        return (self.mask + 1) * 16
+
+    def get(self, uint64_t key, double default=float("-inf")):
+        cdef double v
+        if self.lookup(key, &v):
+            return v
+        return default
+
+    cdef inline bint lookup_from(self, uint64_t key, uint64_t j, double *out) noexcept nogil:
+        while True:
+            if self.keys[j] == key:
+                out[0] = self.values[j]
+                return True
+            if self.keys[j] == 0:
+                return False
+            j = (j + 1) & self.mask
+
+    cdef inline bint lookup(self, uint64_t key, double *out) noexcept nogil:
+        cdef uint64_t j = mix64(key) & self.mask
+        while True:
+            if self.keys[j] == key:
+                out[0] = self.values[j]
+                return True
+            if self.keys[j] == 0:
+                return False
+            j = (j + 1) & self.mask
+
+
+# ----------------------------------------------------------------------------------------
+# Chunking: where training text is cut before n-grams are counted or pieces are found.
+
+def chunk_ends(const unsigned char[:] buf, const int64_t[:] doc_ends, bint split_newlines=True,
+               bint isolate_digits=False, Py_ssize_t max_chunk=32768):
+    """End offsets of the chunks of the documents ``buf[doc_ends[k-1]:doc_ends[k]]``.
+
+    A chunk never spans two documents; with ``split_newlines`` it ends after every run of
+    ``\\n`` (the run stays with the text before it); with ``isolate_digits`` every ASCII digit
+    is a chunk of its own; a chunk longer than ``max_chunk`` bytes is cut before a byte that
+    does not continue a UTF-8 character (or at ``max_chunk`` if there is none near).
+
+    >>> list(chunk_ends(b"ab\\n\\ncd7e", np.array([8]), True, True))
+    [4, 6, 7, 8]
+    """
+    cdef Py_ssize_t cap = doc_ends.shape[0] + 16, n = 0, k, i, start = 0, cstart, end, cut, j
+    cdef int64_t[:] out
+    arr = np.empty(cap, dtype=np.int64)
+    out = arr
+    cdef unsigned char c
+    for k in range(doc_ends.shape[0]):
+        end = doc_ends[k]
+        cstart = start
+        i = start
+        while i < end:
+            c = buf[i]
+            cut = -1
+            if isolate_digits and 48 <= c <= 57:
+                if i > cstart:
+                    cut = i            # close the text before the digit
+                else:
+                    cut = i + 1        # the digit alone
+            elif split_newlines and c == 10 and (i + 1 == end or buf[i + 1] != 10):
+                cut = i + 1
+            elif i + 1 - cstart >= max_chunk:
+                cut = i + 1
+                for j in range(4):
+                    if cut - j > cstart and (cut - j == end or (buf[cut - j] & 0xC0) != 0x80):
+                        cut = cut - j
+                        break
+            if cut >= 0:
+                if n == cap:
+                    cap *= 2
+                    arr = np.resize(arr, cap)
+                    out = arr
+                out[n] = cut
+                n += 1
+                cstart = cut
+                i = cut
+            else:
+                i += 1
+        if cstart < end:
+            if n == cap:
+                cap *= 2
+                arr = np.resize(arr, cap)
+                out = arr
+            out[n] = end
+            n += 1
+        start = end
+    return arr[:n].copy()
+
+
+# ----------------------------------------------------------------------------------------
+# PieceCounter: exact counts of byte strings of any length.
+
+cdef extern from "stdlib.h" nogil:
+    void *realloc(void *ptr, size_t size)
+    void *malloc(size_t size)
+from libc.string cimport memcmp, memcpy
+
+
+cdef inline uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001B3ULL
+    return mix64(h)
+
+
+cdef class PieceCounter:
+    """Exact counts of byte strings (pieces of any length); one per thread, merged in order.
+
+    >>> c = PieceCounter(); c.add(b"ab", 2); c.add(b"ab", 1); c.items()
+    ([b'ab'], array([3]))
+    """
+    cdef uint64_t *hashes
+    cdef int64_t *offsets
+    cdef int64_t *counts
+    cdef uint64_t mask
+    cdef readonly uint64_t size
+    cdef unsigned char *arena
+    cdef int64_t arena_len
+    cdef int64_t arena_cap
+
+    def __cinit__(self, uint64_t capacity=1024):
+        cdef uint64_t cap = 1024
+        while cap * 6 < capacity * 10:
+            cap <<= 1
+        self._alloc(cap)
+        self.arena_cap = 1 << 16
+        self.arena = <unsigned char *> malloc(self.arena_cap)
+        self.arena_len = 0
+        if self.arena == NULL:
+            raise MemoryError()
+
+    cdef int _alloc(self, uint64_t cap) except -1:
+        self.hashes = <uint64_t *> calloc(cap, sizeof(uint64_t))
+        self.offsets = <int64_t *> calloc(cap, sizeof(int64_t))
+        self.counts = <int64_t *> calloc(cap, sizeof(int64_t))
+        if self.hashes == NULL or self.offsets == NULL or self.counts == NULL:
+            raise MemoryError()
+        self.mask = cap - 1
+        self.size = 0
+        return 0
+
+    def __dealloc__(self):
+        free(self.hashes)
+        free(self.offsets)
+        free(self.counts)
+        free(self.arena)
+
+    def __len__(self):
+        return self.size
+
+    @property
+    def nbytes(self):
+        return (self.mask + 1) * 24 + self.arena_cap
+
+    cdef int grow(self) noexcept nogil:
+        cdef uint64_t cap = (self.mask + 1) * 2, i, j, newmask = cap - 1
+        cdef uint64_t *hs = <uint64_t *> calloc(cap, sizeof(uint64_t))
+        cdef int64_t *os = <int64_t *> calloc(cap, sizeof(int64_t))
+        cdef int64_t *cs = <int64_t *> calloc(cap, sizeof(int64_t))
+        if hs == NULL or os == NULL or cs == NULL:
+            free(hs); free(os); free(cs)
+            return -1
+        for i in range(self.mask + 1):
+            if self.counts[i] != 0:
+                j = self.hashes[i] & newmask
+                while cs[j] != 0:
+                    j = (j + 1) & newmask
+                hs[j] = self.hashes[i]
+                os[j] = self.offsets[i]
+                cs[j] = self.counts[i]
+        free(self.hashes); free(self.offsets); free(self.counts)
+        self.hashes = hs
+        self.offsets = os
+        self.counts = cs
+        self.mask = newmask
+        return 0
+
+    cdef int add_c(self, const unsigned char *p, Py_ssize_t n, int64_t count) noexcept nogil:
+        """Add ``count`` (non-zero) to piece ``p[:n]``; -1 when out of memory."""
+        cdef uint64_t h = hash_bytes(p, n)
+        cdef uint64_t j = h & self.mask
+        cdef int64_t off, need
+        cdef unsigned char *a
+        cdef uint32_t plen
+        while self.counts[j] != 0:
+            if self.hashes[j] == h:
+                off = self.offsets[j]
+                memcpy(&plen, self.arena + off, 4)
+                if plen == n and memcmp(self.arena + off + 4, p, n) == 0:
+                    self.counts[j] += count
+                    return 0
+            j = (j + 1) & self.mask
+        need = self.arena_len + 4 + n
+        if need > self.arena_cap:
+            while need > self.arena_cap:
+                self.arena_cap *= 2
+            a = <unsigned char *> realloc(self.arena, self.arena_cap)
+            if a == NULL:
+                return -1
+            self.arena = a
+        plen = <uint32_t> n
+        memcpy(self.arena + self.arena_len, &plen, 4)
+        memcpy(self.arena + self.arena_len + 4, p, n)
+        self.hashes[j] = h
+        self.offsets[j] = self.arena_len
+        self.counts[j] = count
+        self.arena_len = need
+        self.size += 1
+        if self.size * 10 > (self.mask + 1) * 7:
+            return self.grow()
+        return 0
+
+    def add(self, bytes piece, int64_t count=1):
+        if count != 0 and self.add_c(piece, len(piece), count) != 0:
+            raise MemoryError()
+
+    def add_many(self, list pieces, const int64_t[:] counts):
+        cdef Py_ssize_t i
+        for i in range(len(pieces)):
+            if counts[i] != 0:
+                p = pieces[i]
+                if self.add_c(p, len(p), counts[i]) != 0:
+                    raise MemoryError()
+
+    def add_spans(self, const unsigned char[:] buf, const int64_t[:] ends, int shard=0, int nshards=1):
+        """Count the pieces ``buf[ends[k-1]:ends[k]]`` (``ends[0]`` is the first start) whose
+        hash falls in ``shard`` of ``nshards``. Releases the GIL."""
+        cdef Py_ssize_t k, s, e
+        cdef int err = 0
+        cdef uint64_t h
+        with nogil:
+            for k in range(1, ends.shape[0]):
+                s = ends[k - 1]
+                e = ends[k]
+                if e <= s:
+                    continue
+                if nshards > 1:
+                    h = hash_bytes(&buf[s], e - s)
+                    if <int>((h >> 40) % <uint64_t>nshards) != shard:
+                        continue
+                if self.add_c(&buf[s], e - s, 1) != 0:
+                    err = 1
+                    break
+        if err:
+            raise MemoryError()
+
+    def merge(self, PieceCounter other):
+        """Add all of ``other``'s counts to this counter."""
+        cdef uint64_t i
+        cdef int64_t off
+        cdef uint32_t plen
+        cdef int err = 0
+        with nogil:
+            for i in range(other.mask + 1):
+                if other.counts[i] != 0:
+                    off = other.offsets[i]
+                    memcpy(&plen, other.arena + off, 4)
+                    if self.add_c(other.arena + off + 4, plen, other.counts[i]) != 0:
+                        err = 1
+                        break
+        if err:
+            raise MemoryError()
+
+    def export(self):
+        """``(buf, ends, counts)``: the pieces concatenated in table order (piece k is
+        ``buf[ends[k]:ends[k+1]]``) and their counts; no Python object per piece."""
+        cdef uint64_t i
+        cdef int64_t off, total = 0
+        cdef uint32_t plen
+        cdef Py_ssize_t m = 0
+        for i in range(self.mask + 1):
+            if self.counts[i] != 0:
+                memcpy(&plen, self.arena + self.offsets[i], 4)
+                total += plen
+        out = bytearray(total)
+        ends = np.empty(self.size + 1, dtype=np.int64)
+        counts = np.empty(self.size, dtype=np.int64)
+        cdef unsigned char *o = out
+        cdef int64_t[:] ev = ends
+        cdef int64_t[:] cv = counts
+        cdef int64_t pos = 0
+        ev[0] = 0
+        with nogil:
+            for i in range(self.mask + 1):
+                if self.counts[i] != 0:
+                    off = self.offsets[i]
+                    memcpy(&plen, self.arena + off, 4)
+                    memcpy(o + pos, self.arena + off + 4, plen)
+                    pos += plen
+                    cv[m] = self.counts[i]
+                    m += 1
+                    ev[m] = pos
+        return out, ends, counts
+
+    def clear(self):
+        """Release the memory (the counter is empty afterwards)."""
+        free(self.hashes); free(self.offsets); free(self.counts); free(self.arena)
+        self.hashes = NULL; self.offsets = NULL; self.counts = NULL
+        self.arena = NULL
+        self.arena_cap = 1 << 16
+        self.arena = <unsigned char *> malloc(self.arena_cap)
+        self.arena_len = 0
+        self._alloc(1024)
+
+    def items(self):
+        """``(pieces, counts)`` sorted by piece bytes: a list of bytes and an int64 array."""
+        cdef uint64_t i
+        cdef int64_t off
+        cdef uint32_t plen
+        pieces = []
+        counts = np.empty(self.size, dtype=np.int64)
+        cdef int64_t[:] cv = counts
+        cdef Py_ssize_t m = 0
+        for i in range(self.mask + 1):
+            if self.counts[i] != 0:
+                off = self.offsets[i]
+                memcpy(&plen, self.arena + off, 4)
+                pieces.append((<char *> self.arena)[off + 4: off + 4 + plen])
+                cv[m] = self.counts[i]
+                m += 1
+        order = sorted(range(m), key=pieces.__getitem__)
+        return [pieces[k] for k in order], counts[np.asarray(order, dtype=np.int64)] if m else counts
+
+
+
+# ----------------------------------------------------------------------------------------
+# Segmentation with the byte n-gram language model (BytePiece's "order states" Viterbi).
+
+cdef inline bint better(int pa, double sa, int pb, double sb) noexcept nogil:
+    # (penalties, score) a strictly better than b: fewer penalties, then higher score
+    return pa < pb or (pa == pb and sa > sb)
+
+
+def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
+               const int64_t[:] ends, int order, bint ensure_unicode):
+    """Segment every chunk with the n-gram LM; return the end offsets (in ``buf``) of the pieces.
+
+    State ``j`` at byte ``i`` means "byte i is the (j+1)-th byte of the current piece" and
+    scores ``lm[bytes i-j..i]`` (the conditional log-probability of the byte given the piece so
+    far; state ``order-1`` loops, so a piece may be longer than ``order``). A piece may start
+    anywhere (state 0, scored ``unigram[byte]``). With ``ensure_unicode`` a piece starting on a
+    UTF-8 continuation byte costs one *penalty*: paths are compared by penalties first, then by
+    score, so valid UTF-8 is split into whole characters whenever the model allows it. Ties go
+    to the lowest state (BytePiece's argmax). Releases the GIL.
+
+    ``ends`` are chunk ends as from :func:`chunk_ends`; the first chunk starts at ``ends[0]``'s
+    predecessor, i.e. pass ``ends`` together with ``first`` = start offset of the first chunk
+    via a leading element: ``ends[0]`` is the start, ``ends[1:]`` the chunk ends.
+    """
+    cdef Py_ssize_t maxlen = 0, k, start, end, L, i, j, jj, best_j, npieces = 0, cap
+    cdef int O = order
+    if ends.shape[0] < 2:
+        return np.empty(0, dtype=np.int64)
+    start = ends[0]
+    for k in range(1, ends.shape[0]):
+        if ends[k] - start > maxlen:
+            maxlen = ends[k] - start
+        start = ends[k]
+    cap = ends[ends.shape[0] - 1] - ends[0] + 1
+    result = np.empty(cap, dtype=np.int64)
+    cdef int64_t[:] outv = result
+    if maxlen == 0:
+        return result[:0]
+    cdef double NEG = float("-inf")
+    cdef double *V = <double *> malloc(maxlen * O * sizeof(double))
+    cdef double *N = <double *> malloc(maxlen * O * sizeof(double))
+    cdef uint64_t kb[BLOCK * 8]
+    cdef uint64_t sb[BLOCK * 8]
+    cdef int ib[BLOCK * 8]
+    cdef Py_ssize_t nb, q, i0, blk_end
+    cdef int *P = <int *> malloc(maxlen * O * sizeof(int))
+    cdef signed char *R = <signed char *> malloc(maxlen * O)
+    cdef signed char *state = <signed char *> malloc(maxlen + 1)
+    cdef double node, bs
+    cdef int bp, pen, BIG = 1 << 30
+    cdef uint64_t key
+    cdef unsigned char c
+    if V == NULL or P == NULL or R == NULL or state == NULL or N == NULL:
+        free(V); free(P); free(R); free(state); free(N)
+        raise MemoryError()
+    start = ends[0]
+    with nogil:
+        for k in range(1, ends.shape[0]):
+            end = ends[k]
+            L = end - start
+            if L <= 0:
+                start = end
+                continue
+            # node scores N[i, j] = lm[bytes i-j..i] (NEG if absent), looked up a block at a
+            # time with the table slots prefetched
+            i0 = 0
+            while i0 < L:
+                blk_end = i0 + BLOCK if i0 + BLOCK < L else L
+                nb = 0
+                for i in range(i0, blk_end):
+                    key = (<uint64_t> buf[start + i]) << 56
+                    for j in range(1, O):
+                        N[i * O + j] = NEG
+                        if j > i:
+                            continue
+                        key = (key >> 8) | ((<uint64_t> buf[start + i - j]) << 56)
+                        kb[nb] = key | <uint64_t>(j + 1)
+                        sb[nb] = mix64(kb[nb]) & lm.mask
+                        ib[nb] = <int>(i * O + j)
+                        __builtin_prefetch(&lm.keys[sb[nb]], 0, 1)
+                        nb += 1
+                for q in range(nb):
+                    if lm.lookup_from(kb[q], sb[q], &node):
+                        N[ib[q]] = node
+                i0 = blk_end
+            c = buf[start]
+            V[0] = unigram[c]
+            P[0] = 1 if (ensure_unicode and (c & 0xC0) == 0x80) else 0
+            R[0] = 0
+            for j in range(1, O):
+                V[j] = NEG
+                P[j] = BIG
+                R[j] = 0
+            for i in range(1, L):
+                c = buf[start + i]
+                bs = V[(i - 1) * O]
+                bp = P[(i - 1) * O]
+                best_j = 0
+                for j in range(1, O):
+                    if better(P[(i - 1) * O + j], V[(i - 1) * O + j], bp, bs):
+                        bs = V[(i - 1) * O + j]
+                        bp = P[(i - 1) * O + j]
+                        best_j = j
+                pen = 1 if (ensure_unicode and (c & 0xC0) == 0x80) else 0
+                V[i * O] = bs + unigram[c]
+                P[i * O] = bp + pen
+                R[i * O] = <signed char> best_j
+                for j in range(1, O):
+                    V[i * O + j] = NEG
+                    P[i * O + j] = BIG
+                    R[i * O + j] = <signed char> (j - 1)
+                for j in range(1, O):
+                    if j > i:
+                        break
+                    node = N[i * O + j]
+                    if node == NEG:
+                        break
+                    bs = V[(i - 1) * O + j - 1]
+                    bp = P[(i - 1) * O + j - 1]
+                    best_j = j - 1
+                    if j == O - 1 and better(P[(i - 1) * O + j], V[(i - 1) * O + j], bp, bs):
+                        bs = V[(i - 1) * O + j]
+                        bp = P[(i - 1) * O + j]
+                        best_j = j
+                    if bp >= BIG:
+                        continue
+                    V[i * O + j] = bs + node
+                    P[i * O + j] = bp
+                    R[i * O + j] = <signed char> best_j
+            best_j = 0
+            for j in range(1, O):
+                if better(P[(L - 1) * O + j], V[(L - 1) * O + j], P[(L - 1) * O + best_j], V[(L - 1) * O + best_j]):
+                    best_j = j
+            j = best_j
+            for i in range(L - 1, -1, -1):
+                state[i] = <signed char> j
+                j = R[i * O + j]
+            for i in range(1, L + 1):
+                if i == L or state[i] == 0:
+                    outv[npieces] = start + i
+                    npieces += 1
+            start = end
+    free(V); free(P); free(R); free(state); free(N)
+    return result[:npieces].copy()
+
+
+def lm_from_counts(const uint64_t[:] keys, const uint64_t[:] counts, const double[:] unigram_log_counts):
+    """The n-gram LM as a :class:`KeyMap`: key -> ``log c(ngram) - log c(ngram minus its last byte)``.
+
+    ``keys`` hold n-grams with 2 <= n <= 7 whose every prefix (n >= 2) is among them too;
+    ``unigram_log_counts[b]`` is ``log c(b)``. Values are computed in the table itself, longest
+    n-grams first, so no array beyond the table is needed.
+    """
+    cdef Py_ssize_t i, n = keys.shape[0]
+    cdef KeyMap m = KeyMap(keys, np.log(np.asarray(counts, dtype=np.float64)) if n else np.empty(0))
+    cdef uint64_t j, key, prefix, length
+    cdef int L, bad = 0
+    cdef double pv
+    with nogil:
+        for L in range(7, 1, -1):
+            for j in range(m.mask + 1):
+                key = m.keys[j]
+                if key == 0 or <int>(key & 0xFF) != L:
+                    continue
+                if L == 2:
+                    m.values[j] = m.values[j] - unigram_log_counts[key >> 56]
+                else:
+                    prefix = (key & ~((0x100ULL << (64 - 8 * L)) - 1)) | <uint64_t>(L - 1)
+                    if not m.lookup(prefix, &pv):
+                        bad = 1
+                        break
+                    m.values[j] = m.values[j] - pv
+            if bad:
+                break
+    if bad:
+        raise ValueError("n-gram keys are not prefix-closed")
+    return m

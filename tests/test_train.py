@@ -1,0 +1,315 @@
+"""The trainer: compiled phases against the pure-Python reference, determinism, worker
+independence, several sizes, round trips, the memory budget and bad inputs."""
+import gzip
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tokenmill import _ngram, model_file
+from tokenmill import reference_train as ref
+from tokenmill.spec import TrainerSpec
+from tokenmill.trainer import Corpus, Trainer
+
+
+def make_docs(n=400, seed=1):
+    """Small mixed documents: Chinese, English, code, digits, newlines, invalid UTF-8."""
+    rng = random.Random(seed)
+    words = ["的", "法律", "规定", "人民", "the", " of", " and", "def ", "return ", "self.",
+             "    ", "123", "\n", "，", "。", "tokenizer", "\xe9t\xe9", "(x)", " = ", "中华人民共和国"]
+    docs = []
+    for _ in range(n):
+        parts = [rng.choice(words) for _ in range(rng.randint(1, 30))]
+        doc = "".join(parts).encode("utf-8")
+        if rng.random() < 0.05:
+            doc += bytes([0xFF, 0x80, rng.randint(0, 255)])
+        docs.append(doc)
+    return docs
+
+
+def train(docs, **options):
+    options.setdefault("progress", False)
+    return Trainer(TrainerSpec(**options)).train(docs)
+
+
+def dump(tok):
+    return model_file.dumps(tok._model)
+
+
+def vocab_counts(vocab):
+    return {p: int(c) for p, c in zip(vocab.pieces, vocab.counts)}
+
+
+# ------------------------------------------------------------------------ compiled phases
+
+@pytest.mark.parametrize("order", [1, 3, 6, 7])
+def test_ngram_counts_match_reference(order):
+    docs = make_docs(150)
+    texts = [c for d in docs for c in ref.chunks(d)]
+    expected, positions = ref.count_ngrams(texts, order)
+    buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)
+    ends = _ngram.chunk_ends(buf, doc_ends, True, False, 32768)
+    table = _ngram.NgramTable(order, 5)
+    for part in range(3):
+        table.count_bytes(buf, ends, part, 3)
+    keys, counts = table.export(1)
+    got = dict(zip(_ngram.unpack_many(keys), counts.tolist()))
+    for b in range(256):
+        if table.unigrams[b]:
+            got[bytes([b])] = int(table.unigrams[b])
+    assert got == expected
+    assert table.positions == positions
+
+
+def test_chunks_match_reference():
+    docs = make_docs(200) + [b"12ab34\n\n\ncd", b"\n", "长" .encode() * 50]
+    buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)
+    for split_newlines in (True, False):
+        for digits in (True, False):
+            ends = _ngram.chunk_ends(buf, doc_ends, split_newlines, digits, 16)
+            starts = np.concatenate([[0], ends[:-1]])
+            got = [buf[a:b] for a, b in zip(starts, ends)]
+            assert got == [c for d in docs for c in ref.chunks(d, split_newlines, digits, 16)]
+
+
+def test_lm_segmentation_matches_reference():
+    docs = make_docs(300)
+    texts = [c for d in docs for c in ref.chunks(d)]
+    counts, positions = ref.count_ngrams(texts, 6)
+    lm = ref.language_model(counts, positions, 2)
+    buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)
+    ends = _ngram.chunk_ends(buf, doc_ends, True, False, 32768)
+    table = _ngram.NgramTable(6, 1)
+    table.count_bytes(buf, ends, 0, 1)
+    keys, cnts = table.export(2)
+    uni = table.unigrams.astype(float)
+    uni[uni == 0] = 1
+    model = _ngram.lm_from_counts(keys, cnts, np.log(uni))
+    for g, v in lm.items():
+        if len(g) > 1:
+            assert model.get(_ngram.pack(g)) == pytest.approx(v, abs=1e-12)
+    piece_ends = _ngram.lm_segment(model, np.log(uni) - math.log(uni.sum()), buf,
+                                   np.concatenate([[0], ends]), 6, True)
+    starts = np.concatenate([[0], piece_ends[:-1]])
+    got = [buf[a:b] for a, b in zip(starts, piece_ends)]
+    assert got == [p for t in texts for p in ref.lm_segment(t, lm, 6, True)]
+
+
+def test_ensure_unicode_pieces_are_whole_characters():
+    docs = make_docs(300)
+    docs = [d for d in docs if not d.endswith(bytes([0x80])) and b"\xff" not in d]
+    [tok] = train(docs, vocab_size=[400], refine=False)
+    for piece, _ in tok.pieces:
+        if len(piece) > 1 and piece[0] & 0xC0 == 0x80:
+            pytest.fail(f"piece starts inside a character: {piece!r}")
+
+
+# ------------------------------------------------------------------------ whole trainer
+
+def test_trainer_matches_reference():
+    docs = make_docs(300)
+    spec = TrainerSpec(vocab_size=[420, 300], refine=False, progress=False)
+    trainer = Trainer(spec)
+    corpus = Corpus(docs)
+    lm = list(trainer._count_ngrams(corpus))
+    data = trainer._segment(corpus, lm)
+    from tokenmill.trainer import Pruner
+
+    pruner = Pruner(spec, workers=2)
+    base = pruner.initial(data)
+    expected = ref.train_reference(docs, [420, 300], order=6)
+    for size in (420, 300):
+        assert vocab_counts(pruner.shrink(base, size)) == expected[size]
+
+
+def test_worker_count_does_not_change_the_model():
+    docs = make_docs(500, seed=3)
+    one = [dump(t) for t in train(docs, vocab_size=[500, 300], workers=1)]
+    three = [dump(t) for t in train(docs, vocab_size=[500, 300], workers=3)]
+    again = [dump(t) for t in train(docs, vocab_size=[500, 300], workers=3)]
+    assert one == three == again
+
+
+def test_several_sizes_equal_separate_runs():
+    docs = make_docs(500, seed=4)
+    both = train(docs, vocab_size=[300, 500])
+    assert dump(both[0]) == dump(train(docs, vocab_size=[300])[0])
+    assert dump(both[1]) == dump(train(docs, vocab_size=[500])[0])
+    assert both[0].vocab_size == 300 < both[1].vocab_size <= 500
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_round_trip_arbitrary_bytes(trained_small, data):
+    tok = trained_small
+    assert tok.decode_bytes(tok.encode(data)) == data
+
+
+@pytest.fixture(scope="module")
+def trained_small():
+    return train(make_docs(400, seed=5), vocab_size=[600], special_tokens=["<pad>", "<s>"])[0]
+
+
+def test_special_tokens_and_metadata(trained_small):
+    tok = trained_small
+    assert tok.special_tokens == {"<pad>": 0, "<s>": 1}
+    assert 300 < tok.vocab_size <= 600
+    assert tok.trainer_options["vocab_size"] == [600]
+    assert tok.trainer_options["order"] == 6
+
+
+def test_isolate_digits():
+    [tok] = train(make_docs(300), vocab_size=[400], isolate_digits=True)
+    for piece, _ in tok.pieces:
+        if any(48 <= b <= 57 for b in piece):
+            assert len(piece) == 1
+
+
+def test_refinement_does_not_lose_compression():
+    docs = make_docs(800, seed=6)
+    held_out = make_docs(200, seed=7)
+    scores = {}
+    for refine in (False, True):
+        [tok] = train(docs, vocab_size=[500], refine=refine)
+        scores[refine] = sum(map(len, held_out)) / sum(len(tok.encode(d)) for d in held_out)
+    assert scores[True] >= scores[False] * 0.99
+
+
+def test_sample_bytes_is_deterministic_and_smaller():
+    docs = make_docs(2000, seed=8)
+    a = Trainer(TrainerSpec(vocab_size=[400], sample_bytes="20K", progress=False))
+    ta = a.train(docs)[0]
+    tb = train(docs, vocab_size=[400], sample_bytes="20K")[0]
+    assert dump(ta) == dump(tb)
+    assert a.stats.bytes < sum(map(len, docs)) / 2
+
+
+# ------------------------------------------------------------------------ command line
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "tokenmill.cli", "train", *args], input=stdin,
+                          capture_output=True)
+
+
+def write_lines(path, docs):
+    data = b"".join(d.replace(b"\n", b" ") + b"\n" for d in docs)
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def test_cli_inputs_and_outputs(tmp_path):
+    docs = make_docs(300)
+    a = write_lines(tmp_path / "a.txt.gz", docs[:150])
+    jl = tmp_path / "b.jsonl"
+    jl.write_text("".join(json.dumps({"text": d.decode("utf-8", "replace"), "id": i}) + "\n"
+                          for i, d in enumerate(docs[150:])))
+    out = tmp_path / "out" / "m.json"
+    out.parent.mkdir()
+    r = run_cli(str(a), "-o", str(out), "--vocab-size", "400", "300", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out.parent)) == ["m.300.json", "m.400.json"]
+    r = run_cli(str(jl), "-o", str(tmp_path / "j.json"), "--field", "text", "--vocab-size", "300")
+    assert r.returncode == 0, r.stderr
+    assert b"wrote" in r.stderr
+    r = run_cli("-", "-o", str(tmp_path / "stdin.json"), "--vocab-size", "300",
+                stdin=gzip.decompress(a.read_bytes()))
+    assert r.returncode == 0, r.stderr
+    # stdin and the file give the same model
+    from tokenmill import Tokenizer
+
+    file_model = run_cli(str(a), "-o", str(tmp_path / "file.json"), "--vocab-size", "300")
+    assert file_model.returncode == 0
+    assert Tokenizer.load(tmp_path / "stdin.json").pieces == Tokenizer.load(tmp_path / "file.json").pieces
+
+
+@pytest.mark.parametrize("case", ["missing", "bad_json", "empty", "small_vocab", "no_field"])
+def test_cli_bad_inputs(tmp_path, case):
+    good = write_lines(tmp_path / "good.txt", make_docs(50))
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {
+        "missing": [str(tmp_path / "nope.txt"), "--vocab-size", "300"],
+        "bad_json": [str(tmp_path / "bad.jsonl"), "--field", "text", "--vocab-size", "300"],
+        "empty": [str(tmp_path / "empty.txt"), "--vocab-size", "300"],
+        "small_vocab": [str(good), "--vocab-size", "257", "--special-tokens", "<s>,</s>"],
+        "no_field": [str(tmp_path / "bad.jsonl"), "--field", "body", "--vocab-size", "300"],
+    }[case]
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": broken\n')
+    (tmp_path / "empty.txt").write_bytes(b"\n\n")
+    r = run_cli(*args, "-o", str(out / "m.json"))
+    assert r.returncode == 2
+    message = r.stderr.decode().strip()
+    assert message.count("\n") == 0 and message.startswith("tokenmill: error:")
+    if case == "missing":
+        assert "nope.txt" in message
+    if case == "bad_json":
+        assert "bad.jsonl:2" in message
+    if case == "no_field":
+        assert "bad.jsonl:1" in message
+    if case == "empty":
+        assert "empty.txt" in message
+    if case == "small_vocab":
+        assert "258" in message
+    assert os.listdir(out) == []
+
+
+# ------------------------------------------------------------------------ memory budget
+
+MEMORY_SCRIPT = r"""
+import resource, sys, json
+from tokenmill.trainer import Trainer
+from tokenmill.spec import TrainerSpec
+t = Trainer(TrainerSpec(vocab_size=[400], memory=sys.argv[2], workers=2, progress=False, refine=False))
+[tok] = t.train([sys.argv[1]])
+print(json.dumps({"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "passes": t.stats.count_passes}))
+"""
+
+
+def zipf_text(lines, seed=9):
+    rng = random.Random(seed)
+    words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(30000)]
+    weights = [1 / (i + 1) for i in range(len(words))]
+    return ("\n".join(" ".join(rng.choices(words, weights, k=40)) for _ in range(lines)) + "\n").encode()
+
+
+def test_multi_pass_counting_is_exact():
+    data = zipf_text(1500)
+    buf = data.replace(b"\n", b"")
+    ends = np.cumsum([len(x) for x in data.split(b"\n")[:-1]]).astype(np.int64)
+    full = _ngram.NgramTable(6, 8)
+    full.count_bytes(buf, ends, 0, 1)
+    expected = full.export(1)
+    starts, parts, passes = [0] * 8, [], 0
+    while min(starts) < _ngram.FULL_RANGE:
+        passes += 1
+        t = _ngram.NgramTable(6, 8, max_bytes=8 * 64 * 1024)
+        t.set_starts(starts)
+        for part in range(2):
+            t.count_bytes(buf, ends, part, 2)
+        starts = [hi for _, hi in t.ranges()]
+        assert t.nbytes <= 8 * 64 * 1024
+        parts.append(t.export(1))
+    keys = np.concatenate([k for k, _ in parts])
+    counts = np.concatenate([c for _, c in parts])
+    order = np.argsort(keys)
+    assert passes > 2
+    assert np.array_equal(keys[order], expected[0]) and np.array_equal(counts[order], expected[1])
+
+
+def test_memory_budget_is_honoured(tmp_path):
+    path = tmp_path / "zipf.txt"
+    path.write_bytes(zipf_text(12000))     # 3 MB; its exact n-gram table alone needs ~64 MB
+    r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(path), "64M"], capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    result = json.loads(r.stdout)
+    assert result["passes"] > 1
+    assert result["rss"] <= (64 + 64) * 2**20, result["rss"] / 2**20
