@@ -6,7 +6,7 @@
   files (the whole job: read, encode, write).
 
 Each measurement runs in its own process (``tokenizers`` fixes its thread count at start-up).
-Not run by CI. Example (the figures in docs/shards.md)::
+Not run by CI. Example (the figures in the README, "Token shards")::
 
     python bench/encode_corpus.py --mb 30 --model ../shared/models/bytepiece.eu.plus.80k.zip
 

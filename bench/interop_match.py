@@ -1,4 +1,4 @@
-"""How often do the exported tokenizers give tokenmill's ids? (the tables of docs/interop.md)
+"""How often do the exported tokenizers give tokenmill's ids? (the tables of the README, "Hugging Face and SentencePiece interop")
 
 For every line of ../shared/corpus's zh, en and code test files (unpacked to /tmp/corpus):
 Hugging Face ``tokenizers`` and ``transformers`` on the ``--to huggingface`` export (ids and

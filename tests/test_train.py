@@ -269,8 +269,10 @@ from tokenmill.trainer import Trainer
 from tokenmill.spec import TrainerSpec
 t = Trainer(TrainerSpec(vocab_size=[400], memory=sys.argv[2], workers=2, progress=False, refine=False))
 [tok] = t.train([sys.argv[1]])
-print(json.dumps({"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "passes": t.stats.count_passes}))
+# VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child started by a big parent
+# (this test suite) would report the parent's size
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"rss": hwm * 1024, "passes": t.stats.count_passes}))
 """
 
 

@@ -113,6 +113,10 @@ class Tokenizer:
 
         return cls(read_model(path, normalizer=normalizer), seed=seed)
 
+    def to_json(self) -> str:
+        """The model file's text (what :meth:`save` writes)."""
+        return model_file.dumps(self._model)
+
     def save(self, path) -> None:
         """Write the model file (atomically: a temporary name, renamed when complete)."""
         model_file.write(self._model, path)

@@ -13,7 +13,7 @@ each JSONL record) with MODEL and write the ids into shards in the folder OUT:
   shard-00000.idx   little-endian uint64 offsets: document k is bin[idx[k]:idx[k+1]]
   manifest.json     format version, model sha256, vocab size, dtype, counts, inputs, options
 
-Read them with tokenmill.TokenShards(OUT) or plain numpy.memmap (see docs/shards.md).
+Read them with tokenmill.TokenShards(OUT) or plain numpy.memmap (see the README, "Token shards").
 
 Resumable: a shard is written under a temporary name and renamed when complete, then the
 manifest records it. Rerunning the same command continues after the last completed shard,

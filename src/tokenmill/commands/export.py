@@ -14,7 +14,7 @@ special token into that token; tokenmill only does with allowed_special.)
 --to sentencepiece writes a unigram .model file that sentencepiece.SentencePieceProcessor loads;
 the model's multi-byte pieces must be valid UTF-8 (trained with ensure_unicode, the default).
 SentencePiece segments slightly differently in places (float32 sums, no newline cut,
-a fixed penalty for characters no piece spells); docs/interop.md has the measured rates.
+a fixed penalty for characters no piece spells); the README, "Hugging Face and SentencePiece interop" has the measured rates.
 
 examples:
   tokenmill export model.json --to huggingface -o hf-tokenizer/

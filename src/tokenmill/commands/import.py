@@ -20,7 +20,7 @@ same ids (otherwise the error says what prevents it):
     read as a space. Byte scores are set so that tokenmill's byte path costs what
     SentencePiece's unknown-character fallback costs; control pieces become special tokens.
     SentencePiece sums scores in float32: segmentations that tie there may come out in another
-    order (docs/interop.md).
+    order (the README, "Hugging Face and SentencePiece interop").
   * a Hugging Face tokenizer.json (or the folder holding it): a Unigram model behind a
     ByteLevel(use_regex=false) pre-tokenizer, optionally after Split(/\\n+/), as `tokenmill export
     --to huggingface` writes; added tokens must be special.

@@ -76,7 +76,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..corpus.io import AtomicOutputs
-    from .. import model_file
     from ..trainer import Trainer
 
     spec = from_args(TrainerSpec, args)
@@ -95,7 +94,7 @@ def run(args) -> int:
     models = trainer.train(args.inputs, field=args.field)
     with AtomicOutputs() as outs:
         for path, tok in zip(paths, models):
-            outs.open(path).write(model_file.dumps(tok._model).encode("utf-8"))
+            outs.open(path).write(tok.to_json().encode("utf-8"))
     if spec.progress:
         print(trainer.stats.summary(), file=sys.stderr)
         for path, size in zip(paths, spec.vocab_size):

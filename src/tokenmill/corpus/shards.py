@@ -119,9 +119,8 @@ def dtype_for(vocab_size: int) -> str:
 
 def model_sha256(tok) -> str:
     """sha256 of the model's canonical file text (the same for a model and its saved copy)."""
-    from .. import model_file
 
-    return hashlib.sha256(model_file.dumps(tok._model).encode("utf-8")).hexdigest()
+    return hashlib.sha256(tok.to_json().encode("utf-8")).hexdigest()
 
 
 def _fingerprint(path: str) -> dict:

@@ -16,7 +16,7 @@ Export (models whose multi-byte pieces are all valid UTF-8, i.e. trained with
 * the normalizer is ``identity`` with no dummy prefix, no whitespace escaping and no
   whitespace removal, so the text is segmented as given.
 
-What SentencePiece does differently (measured in docs/interop.md): it does not cut after runs
+What SentencePiece does differently (measured in the README, "Hugging Face and SentencePiece interop"): it does not cut after runs
 of newlines, it sums scores in float32, and a character that no piece spells costs a fixed
 "unknown" penalty (lowest score - 10) instead of the sum of its bytes' scores.
 
