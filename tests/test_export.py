@@ -170,7 +170,7 @@ def test_sentencepiece_same_pieces_on_the_sample(small_tok, sp_small, texts):
     ours = small_tok.encode_batch(lines)
     theirs = sp.encode(lines, out_type=int)
     mismatched = [i for i in range(len(lines)) if ours[i] != theirs[i]]
-    # Measured: 0.3% of zh/en lines, 1.5% to 4.6% of code lines differ (docs/interop.md);
+    # Measured: 0.3% of zh/en lines, 1.5% to 4.6% of code lines differ (the README, "Hugging Face and SentencePiece interop");
     # this sample (law text + Python) gives 4%.
     assert len(mismatched) <= 0.06 * len(lines)
     for i in mismatched:
