@@ -16,6 +16,7 @@ import sys
 import time
 
 import numpy as np
+from tokenmill.memory import tree_rss
 
 
 def make_input(path: str, size: int) -> int:
@@ -40,28 +41,6 @@ def make_input(path: str, size: int) -> int:
     return n
 
 
-def tree_rss(pid: int) -> int:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 def run(cmd: str) -> tuple[float, int]:

@@ -26,6 +26,8 @@ import tempfile
 import threading
 import time
 
+from tokenmill.memory import tree_rss
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 TRAIN = {
@@ -121,32 +123,6 @@ TOOLS = {
 }
 
 
-def tree_rss(pid: int) -> int:
-    """Summed VmRSS (bytes) of ``pid`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                text = f.read()
-        except OSError:
-            continue
-        ppid = value = 0
-        for line in text.splitlines():
-            if line.startswith("PPid:"):
-                ppid = int(line.split()[1])
-            elif line.startswith("VmRSS:"):
-                value = int(line.split()[1]) * 1024
-        children.setdefault(ppid, []).append(int(name))
-        rss[int(name)] = value
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        total += rss.get(p, 0)
-        stack.extend(children.get(p, []))
-    return total
 
 
 def run_monitored(cmd, env=None):

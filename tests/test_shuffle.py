@@ -22,6 +22,7 @@ from tokenmill.corpus import shuffle as shuffle_mod
 from tokenmill.corpus import shuffle_reference as ref
 from tokenmill.corpus.shuffle import shuffle
 from tokenmill.errors import InputError, TokenmillError
+from tokenmill.memory import tree_rss
 
 CLI = [sys.executable, "-m", "tokenmill.cli", "shuffle"]
 
@@ -240,29 +241,6 @@ def test_reference_with_rescatter_is_uniform():
 
 
 # -------------------------------------------------------------- memory, signals, faults
-def tree_rss(pid):
-    """Summed VmRSS (bytes) of ``pid`` and its descendants."""
-    children = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children[ppid].append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
