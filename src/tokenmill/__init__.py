@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 import importlib
 
 from .errors import InputError, ModelFileError, TokenmillError
-from .spec import NormalizerSpec, ShuffleSpec, TrainerSpec
+from .spec import CountSpec, DiscoverSpec, NormalizerSpec, ShuffleSpec, TrainerSpec
 from .tokenizer import StreamDecoder, Tokenizer
 
 _LAZY = {
@@ -19,6 +19,10 @@ _LAZY = {
     "encode_corpus": "tokenmill.corpus.shards",
     "EncodeCorpusSpec": "tokenmill.corpus.shards",
     "EncodeCorpusResult": "tokenmill.corpus.shards",
+    "count_ngrams": "tokenmill.counting",
+    "CountResult": "tokenmill.counting",
+    "discover_words": "tokenmill.discovery",
+    "DiscoverResult": "tokenmill.discovery",
 }
 
 __all__ = [
@@ -34,6 +38,12 @@ __all__ = [
     "EncodeCorpusSpec",
     "EncodeCorpusResult",
     "TokenShards",
+    "count_ngrams",
+    "CountResult",
+    "CountSpec",
+    "discover_words",
+    "DiscoverResult",
+    "DiscoverSpec",
     "TokenmillError",
     "ModelFileError",
     "InputError",

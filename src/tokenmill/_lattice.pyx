@@ -17,19 +17,12 @@ from libc.stdint cimport uint64_t, int64_t, int32_t
 from libc.stdlib cimport calloc, malloc, free, realloc
 from libc.math cimport exp, log, log1p, INFINITY
 
+from ._hash cimport mix64
+
 import numpy as np
 
 FIXED = 1 << 20
 cdef double CFIXED = <double> (1 << 20)
-
-
-cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
-    x ^= x >> 30
-    x *= 0xbf58476d1ce4e5b9ULL
-    x ^= x >> 27
-    x *= 0x94d049bb133111ebULL
-    x ^= x >> 31
-    return x
 
 
 cdef inline double logaddexp(double x, double y) noexcept nogil:

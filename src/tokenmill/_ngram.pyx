@@ -17,8 +17,10 @@ does not depend on how batches or shards were spread over threads. Counts are ex
 is sampled or dropped until :meth:`NgramTable.export` applies ``min_count``.
 """
 from libc.stdint cimport uint64_t, int64_t, uint8_t, uint32_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
+
+from ._hash cimport mix64, range_value, shard_of
 
 import numpy as np
 
@@ -29,16 +31,6 @@ cdef extern from *:
 
 cdef enum:
     BLOCK = 64          # positions whose table slots are prefetched together
-
-
-cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
-    # splitmix64 finalizer: a bijection, so distinct keys never share a hash.
-    x ^= x >> 30
-    x *= 0xbf58476d1ce4e5b9ULL
-    x ^= x >> 27
-    x *= 0x94d049bb133111ebULL
-    x ^= x >> 31
-    return x
 
 
 def pack(bytes ngram):
@@ -87,11 +79,6 @@ cdef struct Shard:
 
 FULL_RANGE = 1 << 32
 cdef uint64_t C_FULL_RANGE = 4294967296ULL
-
-
-cdef inline uint64_t range_value(uint64_t h) noexcept nogil:
-    # independent of the bits that choose the shard and the slot
-    return mix64(h ^ 0x5851F42D4C957F2DULL) >> 32
 
 
 def key_range_value(uint64_t key):
@@ -203,10 +190,6 @@ cdef inline int shard_add(Shard *s, uint64_t key, uint64_t h, uint64_t count) no
                 return shard_make_room(s)
             return 0
         j = (j + 1) & s.mask
-
-
-cdef inline int shard_of(uint64_t h, int nshards) noexcept nogil:
-    return <int>((h >> 40) % <uint64_t>nshards)
 
 
 cdef class NgramTable:
@@ -556,243 +539,6 @@ def chunk_ends(const unsigned char[:] buf, const int64_t[:] doc_ends, bint split
             n += 1
         start = end
     return arr[:n].copy()
-
-
-# ----------------------------------------------------------------------------------------
-# PieceCounter: exact counts of byte strings of any length.
-
-cdef extern from "stdlib.h" nogil:
-    void *realloc(void *ptr, size_t size)
-    void *malloc(size_t size)
-from libc.string cimport memcmp, memcpy
-
-
-cdef inline uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) noexcept nogil:
-    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
-    cdef Py_ssize_t i
-    for i in range(n):
-        h = (h ^ p[i]) * 0x100000001B3ULL
-    return mix64(h)
-
-
-cdef class PieceCounter:
-    """Exact counts of byte strings (pieces of any length); one per thread, merged in order.
-
-    >>> c = PieceCounter(); c.add(b"ab", 2); c.add(b"ab", 1); c.items()
-    ([b'ab'], array([3]))
-    """
-    cdef uint64_t *hashes
-    cdef int64_t *offsets
-    cdef int64_t *counts
-    cdef uint64_t mask
-    cdef readonly uint64_t size
-    cdef unsigned char *arena
-    cdef int64_t arena_len
-    cdef int64_t arena_cap
-
-    def __cinit__(self, uint64_t capacity=1024):
-        cdef uint64_t cap = 1024
-        while cap * 6 < capacity * 10:
-            cap <<= 1
-        self._alloc(cap)
-        self.arena_cap = 1 << 16
-        self.arena = <unsigned char *> malloc(self.arena_cap)
-        self.arena_len = 0
-        if self.arena == NULL:
-            raise MemoryError()
-
-    cdef int _alloc(self, uint64_t cap) except -1:
-        self.hashes = <uint64_t *> calloc(cap, sizeof(uint64_t))
-        self.offsets = <int64_t *> calloc(cap, sizeof(int64_t))
-        self.counts = <int64_t *> calloc(cap, sizeof(int64_t))
-        if self.hashes == NULL or self.offsets == NULL or self.counts == NULL:
-            raise MemoryError()
-        self.mask = cap - 1
-        self.size = 0
-        return 0
-
-    def __dealloc__(self):
-        free(self.hashes)
-        free(self.offsets)
-        free(self.counts)
-        free(self.arena)
-
-    def __len__(self):
-        return self.size
-
-    @property
-    def nbytes(self):
-        return (self.mask + 1) * 24 + self.arena_cap
-
-    cdef int grow(self) noexcept nogil:
-        cdef uint64_t cap = (self.mask + 1) * 2, i, j, newmask = cap - 1
-        cdef uint64_t *hs = <uint64_t *> calloc(cap, sizeof(uint64_t))
-        cdef int64_t *os = <int64_t *> calloc(cap, sizeof(int64_t))
-        cdef int64_t *cs = <int64_t *> calloc(cap, sizeof(int64_t))
-        if hs == NULL or os == NULL or cs == NULL:
-            free(hs); free(os); free(cs)
-            return -1
-        for i in range(self.mask + 1):
-            if self.counts[i] != 0:
-                j = self.hashes[i] & newmask
-                while cs[j] != 0:
-                    j = (j + 1) & newmask
-                hs[j] = self.hashes[i]
-                os[j] = self.offsets[i]
-                cs[j] = self.counts[i]
-        free(self.hashes); free(self.offsets); free(self.counts)
-        self.hashes = hs
-        self.offsets = os
-        self.counts = cs
-        self.mask = newmask
-        return 0
-
-    cdef int add_c(self, const unsigned char *p, Py_ssize_t n, int64_t count) noexcept nogil:
-        """Add ``count`` (non-zero) to piece ``p[:n]``; -1 when out of memory."""
-        cdef uint64_t h = hash_bytes(p, n)
-        cdef uint64_t j = h & self.mask
-        cdef int64_t off, need
-        cdef unsigned char *a
-        cdef uint32_t plen
-        while self.counts[j] != 0:
-            if self.hashes[j] == h:
-                off = self.offsets[j]
-                memcpy(&plen, self.arena + off, 4)
-                if plen == n and memcmp(self.arena + off + 4, p, n) == 0:
-                    self.counts[j] += count
-                    return 0
-            j = (j + 1) & self.mask
-        need = self.arena_len + 4 + n
-        if need > self.arena_cap:
-            while need > self.arena_cap:
-                self.arena_cap *= 2
-            a = <unsigned char *> realloc(self.arena, self.arena_cap)
-            if a == NULL:
-                return -1
-            self.arena = a
-        plen = <uint32_t> n
-        memcpy(self.arena + self.arena_len, &plen, 4)
-        memcpy(self.arena + self.arena_len + 4, p, n)
-        self.hashes[j] = h
-        self.offsets[j] = self.arena_len
-        self.counts[j] = count
-        self.arena_len = need
-        self.size += 1
-        if self.size * 10 > (self.mask + 1) * 7:
-            return self.grow()
-        return 0
-
-    def add(self, bytes piece, int64_t count=1):
-        if count != 0 and self.add_c(piece, len(piece), count) != 0:
-            raise MemoryError()
-
-    def add_many(self, list pieces, const int64_t[:] counts):
-        cdef Py_ssize_t i
-        for i in range(len(pieces)):
-            if counts[i] != 0:
-                p = pieces[i]
-                if self.add_c(p, len(p), counts[i]) != 0:
-                    raise MemoryError()
-
-    def add_spans(self, const unsigned char[:] buf, const int64_t[:] ends, int shard=0, int nshards=1):
-        """Count the pieces ``buf[ends[k-1]:ends[k]]`` (``ends[0]`` is the first start) whose
-        hash falls in ``shard`` of ``nshards``. Releases the GIL."""
-        cdef Py_ssize_t k, s, e
-        cdef int err = 0
-        cdef uint64_t h
-        with nogil:
-            for k in range(1, ends.shape[0]):
-                s = ends[k - 1]
-                e = ends[k]
-                if e <= s:
-                    continue
-                if nshards > 1:
-                    h = hash_bytes(&buf[s], e - s)
-                    if <int>((h >> 40) % <uint64_t>nshards) != shard:
-                        continue
-                if self.add_c(&buf[s], e - s, 1) != 0:
-                    err = 1
-                    break
-        if err:
-            raise MemoryError()
-
-    def merge(self, PieceCounter other):
-        """Add all of ``other``'s counts to this counter."""
-        cdef uint64_t i
-        cdef int64_t off
-        cdef uint32_t plen
-        cdef int err = 0
-        with nogil:
-            for i in range(other.mask + 1):
-                if other.counts[i] != 0:
-                    off = other.offsets[i]
-                    memcpy(&plen, other.arena + off, 4)
-                    if self.add_c(other.arena + off + 4, plen, other.counts[i]) != 0:
-                        err = 1
-                        break
-        if err:
-            raise MemoryError()
-
-    def export(self):
-        """``(buf, ends, counts)``: the pieces concatenated in table order (piece k is
-        ``buf[ends[k]:ends[k+1]]``) and their counts; no Python object per piece."""
-        cdef uint64_t i
-        cdef int64_t off, total = 0
-        cdef uint32_t plen
-        cdef Py_ssize_t m = 0
-        for i in range(self.mask + 1):
-            if self.counts[i] != 0:
-                memcpy(&plen, self.arena + self.offsets[i], 4)
-                total += plen
-        out = bytearray(total)
-        ends = np.empty(self.size + 1, dtype=np.int64)
-        counts = np.empty(self.size, dtype=np.int64)
-        cdef unsigned char *o = out
-        cdef int64_t[:] ev = ends
-        cdef int64_t[:] cv = counts
-        cdef int64_t pos = 0
-        ev[0] = 0
-        with nogil:
-            for i in range(self.mask + 1):
-                if self.counts[i] != 0:
-                    off = self.offsets[i]
-                    memcpy(&plen, self.arena + off, 4)
-                    memcpy(o + pos, self.arena + off + 4, plen)
-                    pos += plen
-                    cv[m] = self.counts[i]
-                    m += 1
-                    ev[m] = pos
-        return out, ends, counts
-
-    def clear(self):
-        """Release the memory (the counter is empty afterwards)."""
-        free(self.hashes); free(self.offsets); free(self.counts); free(self.arena)
-        self.hashes = NULL; self.offsets = NULL; self.counts = NULL
-        self.arena = NULL
-        self.arena_cap = 1 << 16
-        self.arena = <unsigned char *> malloc(self.arena_cap)
-        self.arena_len = 0
-        self._alloc(1024)
-
-    def items(self):
-        """``(pieces, counts)`` sorted by piece bytes: a list of bytes and an int64 array."""
-        cdef uint64_t i
-        cdef int64_t off
-        cdef uint32_t plen
-        pieces = []
-        counts = np.empty(self.size, dtype=np.int64)
-        cdef int64_t[:] cv = counts
-        cdef Py_ssize_t m = 0
-        for i in range(self.mask + 1):
-            if self.counts[i] != 0:
-                off = self.offsets[i]
-                memcpy(&plen, self.arena + off, 4)
-                pieces.append((<char *> self.arena)[off + 4: off + 4 + plen])
-                cv[m] = self.counts[i]
-                m += 1
-        order = sorted(range(m), key=pieces.__getitem__)
-        return [pieces[k] for k in order], counts[np.asarray(order, dtype=np.int64)] if m else counts
-
 
 
 # ----------------------------------------------------------------------------------------

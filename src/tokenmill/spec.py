@@ -266,3 +266,98 @@ class TrainerSpec(Spec):
             raise TokenmillError(f"train: --memory {self.memory} is too small (at least 64M)")
         if self.sample_bytes is not None and parse_size(self.sample_bytes) < 1:
             raise TokenmillError("train: --sample-bytes must be positive")
+
+
+COUNT_UNITS = ("char", "byte", "word")
+
+
+def _parse_pmi(text) -> list:
+    """``"0,2,4,6"`` -> ``[0.0, 2.0, 4.0, 6.0]`` (the CLI form of ``min_pmi``)."""
+    if isinstance(text, (list, tuple)):
+        return [float(x) for x in text]
+    try:
+        return [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _check_common(cmd: str, spec) -> None:
+    if spec.order < 1:
+        raise TokenmillError(f"{cmd}: --order must be at least 1")
+    if spec.min_count < 1:
+        raise TokenmillError(f"{cmd}: --min-count must be at least 1")
+    if spec.top is not None and spec.top < 1:
+        raise TokenmillError(f"{cmd}: --top must be at least 1")
+    if spec.workers < 0:
+        raise TokenmillError(f"{cmd}: --workers must be >= 0")
+    if parse_size(spec.memory) < (128 << 20):
+        raise TokenmillError(f"{cmd}: --memory {spec.memory} is too small (at least 128M)")
+
+
+@dataclass
+class CountSpec(Spec):
+    """Options of ``tokenmill count`` / :func:`tokenmill.count_ngrams` (exact n-gram counts)."""
+
+    unit: str = option("char", "what an n-gram is made of: char (UTF-8 characters; an invalid byte "
+                               "counts as a character of its own), byte, or word", choices=COUNT_UNITS)
+    order: int = option(2, "count all n-grams of 1..N units", metavar="N")
+    min_count: int = option(1, "write only n-grams seen at least C times; never changes a count "
+                               "(memory is bounded by extra passes, not by dropping counts)", metavar="C")
+    top: int | None = option(None, "write only the K most frequent n-grams", metavar="K")
+    split: str | None = option(None, "with --unit word: a Python regular expression whose matches "
+                                     "separate words (default: runs of ASCII whitespace)", metavar="REGEX")
+    jieba: bool = option(False, "with --unit word: split Chinese text into words with jieba "
+                                "(pip install jieba)")
+    field: str | None = option(None, "inputs are JSON lines; count the text of this field", metavar="NAME")
+    workers: int = option(0, "threads (0 = number of CPUs); never changes the output", metavar="N")
+    memory: str = option("2G", "memory budget: peak RSS stays within it; n-grams that do not fit are "
+                               "counted in further passes over the input", metavar="SIZE")
+    progress: bool = option(True, "progress bar on stderr when it is a terminal, and a summary line")
+
+    def validate(self):
+        if self.unit not in COUNT_UNITS:
+            raise TokenmillError(f"count: unknown unit {self.unit!r} (choose from {', '.join(COUNT_UNITS)})")
+        _check_common("count", self)
+        if (self.split is not None or self.jieba) and self.unit != "word":
+            raise TokenmillError("count: --split and --jieba only apply to --unit word")
+        if self.split is not None and self.jieba:
+            raise TokenmillError("count: give --split or --jieba, not both")
+        if self.split is not None:
+            import re
+            try:
+                pattern = re.compile(self.split)
+            except re.error as exc:
+                raise TokenmillError(f"count: --split {self.split!r} is not a valid regular expression: {exc}") from None
+            if pattern.match(""):
+                raise TokenmillError(f"count: --split {self.split!r} matches the empty string")
+
+
+@dataclass
+class DiscoverSpec(Spec):
+    """Options of ``tokenmill discover`` / :func:`tokenmill.discover_words` (Su's new-word discovery)."""
+
+    order: int = option(4, "longest character n-gram whose cohesion is measured", metavar="N")
+    min_count: int = option(32, "n-grams and words seen fewer times are dropped", metavar="C")
+    min_pmi: list = option([0.0, 2.0, 4.0, 6.0],
+                           "lowest ln(cohesion) an n-gram of length 1, 2, ... must reach to be kept "
+                           "(comma-separated; the last value applies to longer n-grams)",
+                           metavar="X,Y,...", parse=_parse_pmi)
+    exclude_dict: str | None = option(None, "a dictionary file (one word per line, first column; e.g. "
+                                             "jieba's dict.txt): list only words absent from it",
+                                      metavar="FILE")
+    top: int | None = option(None, "write only the K best words", metavar="K")
+    field: str | None = option(None, "inputs are JSON lines; use the text of this field", metavar="NAME")
+    workers: int = option(0, "threads (0 = number of CPUs); never changes the output", metavar="N")
+    memory: str = option("2G", "memory budget: peak RSS stays within it (extra passes over the "
+                               "input when the counts do not fit)", metavar="SIZE")
+    progress: bool = option(True, "progress bar on stderr when it is a terminal, and a summary line")
+
+    def validate(self):
+        _check_common("discover", self)
+        if not self.min_pmi:
+            raise TokenmillError("discover: --min-pmi needs at least one value")
+        self.min_pmi = [float(x) for x in self.min_pmi]
+
+    def pmi_for(self, length: int) -> float:
+        """The ln-cohesion threshold for n-grams of ``length`` characters."""
+        return self.min_pmi[min(length, len(self.min_pmi)) - 1]

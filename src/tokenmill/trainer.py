@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _lattice, _ngram
+from . import _lattice, _ngram, _spans
 from .errors import InputError, TokenmillError
 from .spec import NormalizerSpec, TrainerSpec, parse_size
 
@@ -410,7 +410,7 @@ class Trainer:
         lm, unigram = lm_holder
         t0 = time.monotonic()
         T = self.workers
-        counters = [_ngram.PieceCounter() for _ in range(T)]
+        counters = [_spans.PieceCounter() for _ in range(T)]
         pool = ThreadPoolExecutor(T)
         try:
             with self._bar("segment", total_bytes=self.stats.bytes or None, item_name="docs") as bar:

@@ -1,0 +1,1139 @@
+# cython: language_level=3
+"""Exact counts of byte strings of any length: the counting core of ``tokenmill count``,
+``tokenmill discover`` and the trainer's piece counts.
+
+A *span* is a byte string ``buf[start:end]``. Text is cut into *units* (bytes, UTF-8
+characters, words or any spans the caller chooses) given as two arrays, ``ustart`` and
+``uend``, and into *segments*: runs of units that n-grams may cross (``seg_ends[k]`` is the
+index of the first unit after segment ``k``). The n-gram of ``n`` units starting at unit ``i``
+is the span ``buf[ustart[i]:uend[i + n - 1]]``: whatever lies between the units (a space
+between words) is part of it.
+
+:class:`SpanCounter` counts n-grams in ``SHARDS`` hash tables in two steps per batch, both
+parallel and free of locks and of the GIL:
+
+1. :meth:`SpanCounter.collect` (one call per thread, each over its own segments) hashes every
+   n-gram and files a record (hash, start, length) under the thread that owns its shard;
+2. :meth:`SpanCounter.add` (one call per thread) adds the records filed under that thread to
+   the tables it owns.
+
+Memory: with ``max_bytes`` each table may use ``max_bytes / shards``. A table that would need
+more gives up the upper half of its *hash range* (forgetting those strings); :meth:`ranges`
+then tells which strings were counted, and a further pass over the same input with
+:meth:`set_starts` counts the rest. Every string is counted completely in exactly one pass,
+so counts are exact, never estimated, whatever the budget, the thread count or the batches.
+"""
+from libc.stdint cimport uint64_t, int64_t, uint32_t, uint8_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcmp, memcpy
+
+from ._hash cimport mix64, range_value, shard_of
+
+import numpy as np
+
+cdef extern from *:
+    void __builtin_prefetch(const void *addr, int rw, int locality) nogil
+
+cdef extern from "Python.h":
+    bint Py_UNICODE_ISALNUM(Py_UCS4 ch) nogil
+
+cdef extern from "malloc.h" nogil:
+    int mallopt(int param, int value)
+    int M_MMAP_THRESHOLD
+    int M_TRIM_THRESHOLD
+
+# Tables, arenas and record arrays are large blocks that come and go with every pass; glibc
+# would raise its mmap threshold after the first ones are freed and then keep their memory in
+# the heap. A fixed threshold makes every large block an mmap that free() returns at once.
+mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
+
+FULL_RANGE = 1 << 32
+cdef uint64_t C_FULL_RANGE = 4294967296ULL
+cdef uint64_t FNV_OFFSET = 0xCBF29CE484222325ULL
+cdef uint64_t FNV_PRIME = 0x100000001B3ULL
+cdef enum:
+    AHEAD = 8           # records whose table slot is prefetched ahead of use
+
+
+# ---------------------------------------------------------------------------------- hashing
+
+cdef inline uint64_t fnv(uint64_t state, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        state = (state ^ p[i]) * FNV_PRIME
+    return state
+
+
+cdef inline uint64_t hash_final(uint64_t state, Py_ssize_t n) noexcept nogil:
+    return mix64(state ^ (<uint64_t>n * 0x9E3779B97F4A7C15ULL))
+
+
+cdef inline uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    return hash_final(fnv(FNV_OFFSET, p, n), n)
+
+
+def span_hash(bytes s):
+    """The 64-bit hash the tables use for ``s`` (for tests and debugging)."""
+    return hash_bytes(s, len(s))
+
+
+# ------------------------------------------------------------------------------- StrTable
+# One open-addressing table (linear probing) of byte strings -> int64 counts. The strings
+# live in an arena as [uint32 length][bytes]; a slot holds the full hash, the arena offset
+# and the count (0 = empty slot).
+
+cdef enum:
+    INLINE = 15           # strings of up to INLINE bytes live in their slot: one cache miss per add
+    LONG = 255            # Slot.len of a string kept in the arena
+
+
+cdef struct Slot:         # 32 bytes, two per cache line
+    uint64_t h
+    int64_t count         # 0: empty slot
+    unsigned char data[15]   # the string itself, or (LONG) its arena offset in data[0:8]
+    uint8_t len
+
+
+cdef struct StrTable:
+    Slot *slots
+    uint64_t mask
+    uint64_t size
+    unsigned char *arena  # strings longer than INLINE, as [uint32 length][bytes]
+    int64_t arena_len
+    int64_t arena_cap
+    uint64_t lo           # this pass counts the strings whose range value is in [lo, hi)
+    uint64_t hi
+    uint64_t budget       # bytes this table may use (0 = unlimited)
+    int evictions
+
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+from libc.string cimport memset
+
+
+cdef Slot *slots_alloc(uint64_t cap) noexcept nogil:
+    cdef void *p = NULL
+    if posix_memalign(&p, 64, cap * sizeof(Slot)) != 0:
+        return NULL
+    memset(p, 0, cap * sizeof(Slot))
+    return <Slot *> p
+
+
+cdef int st_init(StrTable *t, uint64_t capacity, uint64_t budget) noexcept nogil:
+    cdef uint64_t cap = 256
+    while cap * 7 < capacity * 10:
+        cap <<= 1
+    t.slots = slots_alloc(cap)
+    t.arena_cap = 4096
+    t.arena = <unsigned char *> malloc(t.arena_cap)
+    t.arena_len = 0
+    t.mask = cap - 1
+    t.size = 0
+    t.lo = 0
+    t.hi = C_FULL_RANGE
+    t.budget = budget
+    t.evictions = 0
+    if t.slots == NULL or t.arena == NULL:
+        st_free(t)
+        return -1
+    return 0
+
+
+cdef void st_free(StrTable *t) noexcept nogil:
+    free(t.slots)
+    free(t.arena)
+    t.slots = NULL
+    t.arena = NULL
+    t.mask = 0
+    t.size = 0
+    t.arena_len = 0
+    t.arena_cap = 0
+
+
+cdef inline uint64_t st_nbytes(StrTable *t) noexcept nogil:
+    return (t.mask + 1) * sizeof(Slot) + <uint64_t>t.arena_cap
+
+
+cdef inline bint st_owns(StrTable *t, uint64_t h) noexcept nogil:
+    cdef uint64_t r
+    if t.lo == 0 and t.hi == C_FULL_RANGE:
+        return True
+    if t.lo >= t.hi:
+        return False
+    r = range_value(h)
+    return t.lo <= r < t.hi
+
+
+cdef inline const unsigned char *slot_bytes(StrTable *t, Slot *s, Py_ssize_t *n) noexcept nogil:
+    cdef int64_t off
+    cdef uint32_t plen
+    if s.len != LONG:
+        n[0] = s.len
+        return s.data
+    memcpy(&off, s.data, 8)
+    memcpy(&plen, t.arena + off, 4)
+    n[0] = plen
+    return t.arena + off + 4
+
+
+cdef inline bint slot_equals(StrTable *t, Slot *s, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    cdef int64_t off
+    cdef uint32_t plen
+    if n <= INLINE:
+        return s.len == n and memcmp(s.data, p, n) == 0
+    if s.len != LONG:
+        return False
+    memcpy(&off, s.data, 8)
+    memcpy(&plen, t.arena + off, 4)
+    return plen == n and memcmp(t.arena + off + 4, p, n) == 0
+
+
+cdef int st_rebuild(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil:
+    """Move the entries this table still owns into fresh slots (``cap`` of them) and a
+    compacted arena of at least ``arena_min`` bytes."""
+    cdef Slot *ns = slots_alloc(cap)
+    cdef uint64_t i, j, newmask = cap - 1, live = 0
+    cdef int64_t pos = 0, acap, off
+    cdef uint32_t plen
+    cdef unsigned char *a
+    if ns == NULL:
+        return -1
+    for i in range(t.mask + 1):
+        if t.slots[i].count != 0 and t.slots[i].len == LONG and st_owns(t, t.slots[i].h):
+            memcpy(&off, t.slots[i].data, 8)
+            memcpy(&plen, t.arena + off, 4)
+            pos += 4 + plen
+    acap = pos + pos // 2 + 4096
+    if acap < arena_min:
+        acap = arena_min
+    a = <unsigned char *> malloc(acap)
+    if a == NULL:
+        free(ns)
+        return -1
+    pos = 0
+    for i in range(t.mask + 1):
+        if t.slots[i].count != 0 and st_owns(t, t.slots[i].h):
+            j = t.slots[i].h & newmask
+            while ns[j].count != 0:
+                j = (j + 1) & newmask
+            ns[j] = t.slots[i]
+            if t.slots[i].len == LONG:
+                memcpy(&off, t.slots[i].data, 8)
+                memcpy(&plen, t.arena + off, 4)
+                memcpy(a + pos, t.arena + off, 4 + plen)
+                memcpy(ns[j].data, &pos, 8)
+                pos += 4 + plen
+            live += 1
+    free(t.slots)
+    free(t.arena)
+    t.slots = ns
+    t.mask = newmask
+    t.size = live
+    t.arena = a
+    t.arena_len = pos
+    t.arena_cap = acap
+    return 0
+
+
+cdef inline int st_evict(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil:
+    t.hi = t.lo + (t.hi - t.lo) // 2
+    t.evictions += 1
+    return st_rebuild(t, cap, arena_min)
+
+
+cdef int st_make_room(StrTable *t) noexcept nogil:
+    """The table is 70 % full: double it if the budget allows, else give up half its range."""
+    cdef uint64_t cap
+    while t.size * 10 > (t.mask + 1) * 7:
+        cap = t.mask + 1
+        if t.budget == 0 or cap * 2 * sizeof(Slot) + <uint64_t>t.arena_cap <= t.budget or t.hi - t.lo < 2:
+            if st_rebuild(t, cap * 2, t.arena_cap) != 0:
+                return -1
+        elif st_evict(t, cap, 0) != 0:
+            return -1
+    return 0
+
+
+cdef int st_reserve(StrTable *t, int64_t need) noexcept nogil:
+    """Make the arena hold ``need`` bytes, giving up hash range first if over budget
+    (returns 1 then: the arena was compacted and the caller recomputes ``need``)."""
+    cdef int64_t newcap
+    cdef unsigned char *a
+    while need > t.arena_cap:
+        newcap = t.arena_cap + t.arena_cap // 2
+        if newcap < need:
+            newcap = need
+        if (t.budget != 0 and (t.mask + 1) * sizeof(Slot) + <uint64_t>newcap > t.budget
+                and t.hi - t.lo >= 2 and t.size > 0):
+            if st_evict(t, t.mask + 1, 0) != 0:
+                return -1
+            return 1
+        a = <unsigned char *> realloc(t.arena, newcap)
+        if a == NULL:
+            return -1
+        t.arena = a
+        t.arena_cap = newcap
+    return 0
+
+
+cdef int st_add(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h, int64_t count) noexcept nogil:
+    """Add ``count`` (non-zero) to string ``p[:n]`` of hash ``h`` if this table owns it;
+    -1 when out of memory."""
+    cdef uint64_t j
+    cdef uint32_t plen
+    cdef int rc
+    cdef Slot *s
+    if not st_owns(t, h):
+        return 0
+    j = h & t.mask
+    while t.slots[j].count != 0:
+        if t.slots[j].h == h and slot_equals(t, &t.slots[j], p, n):
+            t.slots[j].count += count
+            return 0
+        j = (j + 1) & t.mask
+    if n > INLINE:
+        while True:
+            rc = st_reserve(t, t.arena_len + 4 + n)
+            if rc < 0:
+                return -1
+            if rc == 0:
+                break
+            if not st_owns(t, h):     # its half of the range was given up
+                return 0
+        j = h & t.mask                # the table may have been rebuilt: find the free slot again
+        while t.slots[j].count != 0:
+            j = (j + 1) & t.mask
+    s = &t.slots[j]
+    s.h = h
+    s.count = count
+    if n <= INLINE:
+        memcpy(s.data, p, n)
+        s.len = <uint8_t> n
+    else:
+        plen = <uint32_t> n
+        memcpy(t.arena + t.arena_len, &plen, 4)
+        memcpy(t.arena + t.arena_len + 4, p, n)
+        memcpy(s.data, &t.arena_len, 8)
+        s.len = LONG
+        t.arena_len += 4 + n
+    t.size += 1
+    if t.size * 10 > (t.mask + 1) * 7:
+        return st_make_room(t)
+    return 0
+
+
+cdef int64_t st_get(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h) noexcept nogil:
+    cdef uint64_t j = h & t.mask
+    while t.slots[j].count != 0:
+        if t.slots[j].h == h and slot_equals(t, &t.slots[j], p, n):
+            return t.slots[j].count
+        j = (j + 1) & t.mask
+    return 0
+
+
+cdef void st_export(StrTable *t, int64_t min_count, unsigned char *blob, int64_t *pos,
+                    int64_t *offs, int64_t *cnts, Py_ssize_t *m) noexcept nogil:
+    cdef uint64_t i
+    cdef Py_ssize_t n
+    cdef const unsigned char *p
+    for i in range(t.mask + 1):
+        if t.slots[i].count >= min_count and t.slots[i].count != 0:
+            p = slot_bytes(t, &t.slots[i], &n)
+            memcpy(blob + pos[0], p, n)
+            pos[0] += n
+            cnts[m[0]] = t.slots[i].count
+            m[0] += 1
+            offs[m[0]] = pos[0]
+
+
+cdef void st_export_size(StrTable *t, int64_t min_count, int64_t *nbytes, Py_ssize_t *m) noexcept nogil:
+    cdef uint64_t i
+    cdef Py_ssize_t n
+    for i in range(t.mask + 1):
+        if t.slots[i].count >= min_count and t.slots[i].count != 0:
+            slot_bytes(t, &t.slots[i], &n)
+            nbytes[0] += n
+            m[0] += 1
+
+
+# ---------------------------------------------------------------------------- PieceCounter
+
+cdef class PieceCounter:
+    """Exact counts of byte strings (pieces of any length) in one table.
+
+    >>> c = PieceCounter(); c.add(b"ab", 2); c.add(b"ab", 1); c.items()
+    ([b'ab'], array([3]))
+    """
+    cdef StrTable t
+
+    def __cinit__(self, uint64_t capacity=1024):
+        if st_init(&self.t, capacity, 0) != 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        st_free(&self.t)
+
+    def __len__(self):
+        return self.t.size
+
+    @property
+    def nbytes(self):
+        return st_nbytes(&self.t)
+
+    def add(self, bytes piece, int64_t count=1):
+        if count != 0 and st_add(&self.t, piece, len(piece), hash_bytes(piece, len(piece)), count) != 0:
+            raise MemoryError()
+
+    def get(self, bytes piece):
+        return st_get(&self.t, piece, len(piece), hash_bytes(piece, len(piece)))
+
+    def add_spans(self, const unsigned char[:] buf, const int64_t[:] ends, int shard=0, int nshards=1):
+        """Count the pieces ``buf[ends[k-1]:ends[k]]`` (``ends[0]`` is the first start) whose
+        hash falls in ``shard`` of ``nshards``. Releases the GIL."""
+        cdef Py_ssize_t k, s, e
+        cdef int err = 0
+        cdef uint64_t h
+        with nogil:
+            for k in range(1, ends.shape[0]):
+                s = ends[k - 1]
+                e = ends[k]
+                if e <= s:
+                    continue
+                h = hash_bytes(&buf[s], e - s)
+                if nshards > 1 and shard_of(h, nshards) != shard:
+                    continue
+                if st_add(&self.t, &buf[s], e - s, h, 1) != 0:
+                    err = 1
+                    break
+        if err:
+            raise MemoryError()
+
+    def export(self):
+        """``(buf, ends, counts)``: the pieces concatenated in table order (piece k is
+        ``buf[ends[k]:ends[k+1]]``) and their counts; no Python object per piece."""
+        return _export_tables(&self.t, 1, 1)
+
+    def clear(self):
+        """Release the memory (the counter is empty afterwards)."""
+        st_free(&self.t)
+        if st_init(&self.t, 1024, 0) != 0:
+            raise MemoryError()
+
+    def items(self):
+        """``(pieces, counts)`` sorted by piece bytes: a list of bytes and an int64 array."""
+        blob, ends, counts = self.export()
+        pieces = [bytes(blob[ends[k]:ends[k + 1]]) for k in range(len(counts))]
+        order = sorted(range(len(pieces)), key=pieces.__getitem__)
+        return [pieces[k] for k in order], counts[np.asarray(order, dtype=np.int64)] if order else counts
+
+
+cdef _export_tables(StrTable *tables, int ntables, int64_t min_count, bint free_tables=False):
+    """``(blob, offs, counts)`` of the entries with count >= min_count of ``ntables`` tables;
+    with ``free_tables`` each table is emptied (its memory released) once copied, so that the
+    copy and the tables never both take their full size."""
+    cdef int64_t nbytes = 0, pos = 0
+    cdef Py_ssize_t m = 0, i
+    for i in range(ntables):
+        st_export_size(&tables[i], min_count, &nbytes, &m)
+    blob = bytearray(nbytes)
+    offs = np.empty(m + 1, dtype=np.int64)
+    counts = np.empty(m, dtype=np.int64)
+    cdef int64_t[:] ov = offs
+    cdef int64_t[:] cv = counts
+    cdef unsigned char *b = blob
+    cdef int err = 0
+    cdef uint64_t lo, hi, budget
+    ov[0] = 0
+    m = 0
+    with nogil:
+        for i in range(ntables):
+            st_export(&tables[i], min_count, b, &pos, &ov[0], &cv[0] if cv.shape[0] else NULL, &m)
+            if free_tables:
+                lo, hi, budget = tables[i].lo, tables[i].hi, tables[i].budget
+                st_free(&tables[i])
+                if st_init(&tables[i], 0, budget) != 0:
+                    err = 1
+                tables[i].lo, tables[i].hi = lo, hi
+    if err:
+        raise MemoryError()
+    return blob, offs, counts
+
+
+# ----------------------------------------------------------------------------- SpanCounter
+
+cdef struct Rec:
+    uint64_t h
+    int64_t start
+    int64_t length
+
+
+cdef class Records:
+    """The n-gram occurrences one :meth:`SpanCounter.collect` call found, filed by part."""
+    cdef Rec **recs
+    cdef Py_ssize_t *n
+    cdef Py_ssize_t *cap
+    cdef int nparts
+    cdef const unsigned char *base
+    cdef object owner           # keeps the text alive while records point into it
+
+    def __cinit__(self, int nparts):
+        cdef int p
+        self.nparts = nparts
+        self.recs = <Rec **> calloc(nparts, sizeof(Rec *))
+        self.n = <Py_ssize_t *> calloc(nparts, sizeof(Py_ssize_t))
+        self.cap = <Py_ssize_t *> calloc(nparts, sizeof(Py_ssize_t))
+        if self.recs == NULL or self.n == NULL or self.cap == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef int p
+        if self.recs != NULL:
+            for p in range(self.nparts):
+                free(self.recs[p])
+        free(self.recs)
+        free(self.n)
+        free(self.cap)
+
+    def __len__(self):
+        cdef Py_ssize_t total = 0
+        cdef int p
+        for p in range(self.nparts):
+            total += self.n[p]
+        return total
+
+    @property
+    def nbytes(self):
+        cdef Py_ssize_t total = 0
+        cdef int p
+        for p in range(self.nparts):
+            total += self.cap[p] * sizeof(Rec)
+        return total
+
+    cdef inline int push(self, int p, uint64_t h, int64_t start, int64_t length) noexcept nogil:
+        cdef Rec *r
+        cdef Py_ssize_t c
+        if self.n[p] == self.cap[p]:
+            c = self.cap[p] * 2 if self.cap[p] else 4096
+            r = <Rec *> realloc(self.recs[p], c * sizeof(Rec))
+            if r == NULL:
+                return -1
+            self.recs[p] = r
+            self.cap[p] = c
+        r = &self.recs[p][self.n[p]]
+        r.h = h
+        r.start = start
+        r.length = length
+        self.n[p] += 1
+        return 0
+
+
+cdef class SpanCounter:
+    """Exact n-gram counts in ``shards`` tables (see the module docstring).
+
+    >>> c = SpanCounter()
+    >>> u = byte_units(b"abab")
+    >>> c.add([c.collect(b"abab", *u, 2, 0, len(u[2]), 1)], 0, 1)
+    >>> sorted(c.items())
+    [(b'a', 2), (b'ab', 2), (b'b', 2), (b'ba', 1)]
+    """
+    cdef StrTable *tables
+    cdef readonly int nshards
+
+    def __cinit__(self, int shards=64, uint64_t max_bytes=0):
+        cdef int i
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.nshards = shards
+        self.tables = <StrTable *> calloc(shards, sizeof(StrTable))
+        if self.tables == NULL:
+            raise MemoryError()
+        for i in range(shards):
+            if st_init(&self.tables[i], 256, max_bytes // shards) != 0:
+                raise MemoryError()
+
+    def __dealloc__(self):
+        cdef int i
+        if self.tables != NULL:
+            for i in range(self.nshards):
+                st_free(&self.tables[i])
+            free(self.tables)
+
+    def __len__(self):
+        cdef uint64_t n = 0
+        cdef int i
+        for i in range(self.nshards):
+            n += self.tables[i].size
+        return n
+
+    @property
+    def nbytes(self):
+        """Bytes of memory held by the tables and their arenas."""
+        cdef uint64_t n = 0
+        cdef int i
+        for i in range(self.nshards):
+            n += st_nbytes(&self.tables[i])
+        return n
+
+    @property
+    def evictions(self):
+        return sum(self.tables[i].evictions for i in range(self.nshards))
+
+    def set_starts(self, starts):
+        """Start each table's hash range at ``starts[i]`` (2**32: the table counts nothing)."""
+        cdef int i
+        for i in range(self.nshards):
+            if not 0 <= starts[i] <= C_FULL_RANGE:
+                raise ValueError("bad range start")
+            self.tables[i].lo = starts[i]
+            self.tables[i].hi = C_FULL_RANGE
+            if st_rebuild(&self.tables[i], self.tables[i].mask + 1, 0) != 0:
+                raise MemoryError()
+
+    def ranges(self):
+        """``[(lo, hi)]`` per table: the range values whose strings this counter counted."""
+        return [(self.tables[i].lo, self.tables[i].hi) for i in range(self.nshards)]
+
+    def collect(self, const unsigned char[:] buf, const int64_t[:] ustart, const int64_t[:] uend,
+                const int64_t[:] seg_ends, int order, Py_ssize_t seg_lo, Py_ssize_t seg_hi,
+                int nparts, int min_order=1):
+        """Step 1: the n-grams of ``min_order..order`` units inside segments
+        ``seg_lo..seg_hi-1``, filed under part ``shard % nparts`` (skipping strings outside
+        the current hash ranges). Releases the GIL."""
+        cdef Records out = Records(nparts)
+        cdef Py_ssize_t k, a, b, i, n, prev, e
+        cdef uint64_t state, h
+        cdef int sh, err = 0
+        cdef StrTable *t
+        if order < 1 or min_order < 1:
+            raise ValueError("order must be >= 1")
+        if ustart.shape[0] != uend.shape[0]:
+            raise ValueError("ustart and uend differ in length")
+        out.owner = buf
+        out.base = &buf[0] if buf.shape[0] else NULL
+        with nogil:
+            for k in range(seg_lo, seg_hi):
+                a = seg_ends[k - 1] if k > 0 else 0
+                b = seg_ends[k]
+                for i in range(a, b):
+                    state = FNV_OFFSET
+                    prev = ustart[i]
+                    n = 1
+                    while n <= order and i + n <= b:
+                        e = uend[i + n - 1]
+                        state = fnv(state, &buf[prev], e - prev)
+                        prev = e
+                        if n >= min_order:
+                            h = hash_final(state, e - ustart[i])
+                            sh = shard_of(h, self.nshards)
+                            t = &self.tables[sh]
+                            if st_owns(t, h):
+                                if out.push(sh % nparts, h, ustart[i], e - ustart[i]) != 0:
+                                    err = 1
+                                    break
+                        n += 1
+                    if err:
+                        break
+                if err:
+                    break
+        if err:
+            raise MemoryError()
+        return out
+
+    def add(self, list records, int part, int nparts):
+        """Step 2: add the records filed under ``part`` in every :class:`Records` of
+        ``records`` (``nparts`` threads call this at once, one per part). Releases the GIL."""
+        cdef Py_ssize_t nr = len(records), r, q, m
+        cdef Records rec
+        cdef Rec *rs
+        cdef Rec *x
+        cdef StrTable *t
+        cdef int err = 0
+        cdef const unsigned char **bases = <const unsigned char **> malloc((nr + 1) * sizeof(void *))
+        cdef Rec **lists = <Rec **> malloc((nr + 1) * sizeof(Rec *))
+        cdef Py_ssize_t *lens = <Py_ssize_t *> malloc((nr + 1) * sizeof(Py_ssize_t))
+        if bases == NULL or lists == NULL or lens == NULL:
+            free(bases); free(lists); free(lens)
+            raise MemoryError()
+        for r in range(nr):
+            rec = <Records?> records[r]
+            if rec.nparts != nparts:
+                free(bases); free(lists); free(lens)
+                raise ValueError("records were filed for another number of parts")
+            bases[r] = rec.base
+            lists[r] = rec.recs[part]
+            lens[r] = rec.n[part]
+        with nogil:
+            for r in range(nr):
+                rs = lists[r]
+                m = lens[r]
+                for q in range(m):
+                    if q + AHEAD < m:
+                        x = &rs[q + AHEAD]
+                        t = &self.tables[shard_of(x.h, self.nshards)]
+                        __builtin_prefetch(&t.slots[x.h & t.mask], 1, 1)
+                    x = &rs[q]
+                    t = &self.tables[shard_of(x.h, self.nshards)]
+                    if st_add(t, bases[r] + x.start, x.length, x.h, 1) != 0:
+                        err = 1
+                        break
+                if err:
+                    break
+        free(bases); free(lists); free(lens)
+        if err:
+            raise MemoryError("n-gram table: out of memory")
+
+    def add_counts(self, const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] counts):
+        """Add ``counts[k]`` to string ``blob[offs[k]:offs[k+1]]`` (single thread)."""
+        cdef Py_ssize_t k, s, e
+        cdef uint64_t h
+        cdef int err = 0
+        with nogil:
+            for k in range(counts.shape[0]):
+                s = offs[k]
+                e = offs[k + 1]
+                h = hash_bytes(&blob[s] if e > s else NULL, e - s)
+                if counts[k] != 0 and st_add(&self.tables[shard_of(h, self.nshards)],
+                                             &blob[s] if e > s else NULL, e - s, h, counts[k]) != 0:
+                    err = 1
+                    break
+        if err:
+            raise MemoryError()
+
+    def get(self, bytes s):
+        """The count of ``s`` (0 if absent or outside the current hash ranges)."""
+        cdef uint64_t h = hash_bytes(s, len(s))
+        return st_get(&self.tables[shard_of(h, self.nshards)], s, len(s), h)
+
+    cdef inline int64_t get_c(self, const unsigned char *p, Py_ssize_t n, uint64_t h) noexcept nogil:
+        return st_get(&self.tables[shard_of(h, self.nshards)], p, n, h)
+
+    def export(self, int64_t min_count=1, bint free_tables=False):
+        """``(blob, offs, counts)``: the strings with count >= ``min_count``, concatenated in
+        table order (string k is ``blob[offs[k]:offs[k+1]]``). With ``free_tables`` the
+        tables are emptied as they are copied."""
+        return _export_tables(self.tables, self.nshards, max(min_count, 1), free_tables)
+
+    def items(self):
+        """``[(bytes, count)]`` in table order (for tests and small tables)."""
+        blob, offs, counts = self.export(1)
+        return [(bytes(blob[offs[k]:offs[k + 1]]), int(counts[k])) for k in range(len(counts))]
+
+    def clear(self):
+        """Release the tables' memory, keeping the hash ranges."""
+        cdef int i
+        for i in range(self.nshards):
+            if st_rebuild(&self.tables[i], 256, 0) != 0:
+                raise MemoryError()
+            self.tables[i].size = 0
+
+
+# ------------------------------------------------------------------------------ units
+
+cdef inline Py_ssize_t utf8_char(const unsigned char *p, Py_ssize_t avail, Py_UCS4 *cp) noexcept nogil:
+    """Length of the UTF-8 character at ``p`` (1 for an invalid byte, as Python's
+    ``surrogateescape`` decoder sees it) and its code point (0xDC80 + byte if invalid)."""
+    cdef unsigned char c = p[0], c1, c2, c3
+    if c < 0x80:
+        cp[0] = c
+        return 1
+    if 0xC2 <= c <= 0xDF and avail >= 2:
+        c1 = p[1]
+        if (c1 & 0xC0) == 0x80:
+            cp[0] = ((c & 0x1F) << 6) | (c1 & 0x3F)
+            return 2
+    elif 0xE0 <= c <= 0xEF and avail >= 3:
+        c1 = p[1]
+        c2 = p[2]
+        if ((c1 & 0xC0) == 0x80 and (c2 & 0xC0) == 0x80
+                and not (c == 0xE0 and c1 < 0xA0) and not (c == 0xED and c1 > 0x9F)):
+            cp[0] = ((c & 0x0F) << 12) | ((c1 & 0x3F) << 6) | (c2 & 0x3F)
+            return 3
+    elif 0xF0 <= c <= 0xF4 and avail >= 4:
+        c1 = p[1]
+        c2 = p[2]
+        c3 = p[3]
+        if ((c1 & 0xC0) == 0x80 and (c2 & 0xC0) == 0x80 and (c3 & 0xC0) == 0x80
+                and not (c == 0xF0 and c1 < 0x90) and not (c == 0xF4 and c1 > 0x8F)):
+            cp[0] = ((c & 0x07) << 18) | ((c1 & 0x3F) << 12) | ((c2 & 0x3F) << 6) | (c3 & 0x3F)
+            return 4
+    cp[0] = 0xDC00 + c
+    return 1
+
+
+cdef class _Units:
+    cdef int64_t *us
+    cdef int64_t *ue
+    cdef int64_t *se
+    cdef Py_ssize_t nu, ns, cap_u, cap_s
+
+    def __cinit__(self, Py_ssize_t cap_u, Py_ssize_t cap_s):
+        self.cap_u = cap_u + 1
+        self.cap_s = cap_s + 1
+        self.us = <int64_t *> malloc(self.cap_u * sizeof(int64_t))
+        self.ue = <int64_t *> malloc(self.cap_u * sizeof(int64_t))
+        self.se = <int64_t *> malloc(self.cap_s * sizeof(int64_t))
+        self.nu = 0
+        self.ns = 0
+        if self.us == NULL or self.ue == NULL or self.se == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.us)
+        free(self.ue)
+        free(self.se)
+
+    cdef inline void unit(self, int64_t s, int64_t e) noexcept nogil:
+        self.us[self.nu] = s
+        self.ue[self.nu] = e
+        self.nu += 1
+
+    cdef inline void end_segment(self) noexcept nogil:
+        if self.nu > (self.se[self.ns - 1] if self.ns else 0):
+            self.se[self.ns] = self.nu
+            self.ns += 1
+
+    cdef arrays(self):
+        us = np.empty(self.nu, dtype=np.int64)
+        ue = np.empty(self.nu, dtype=np.int64)
+        se = np.empty(self.ns, dtype=np.int64)
+        cdef int64_t[:] a = us
+        cdef int64_t[:] b = ue
+        cdef int64_t[:] c = se
+        if self.nu:
+            memcpy(&a[0], self.us, self.nu * sizeof(int64_t))
+            memcpy(&b[0], self.ue, self.nu * sizeof(int64_t))
+        if self.ns:
+            memcpy(&c[0], self.se, self.ns * sizeof(int64_t))
+        return us, ue, se
+
+
+def byte_units(const unsigned char[:] buf):
+    """``(ustart, uend, seg_ends)``: every byte but ``\\n`` is a unit; lines are segments.
+
+    >>> [a.tolist() for a in byte_units(b"ab\\nc")]
+    [[0, 1, 3], [1, 2, 4], [2, 3]]
+    """
+    cdef Py_ssize_t n = buf.shape[0], i
+    cdef _Units u = _Units(n, n + 1)
+    with nogil:
+        for i in range(n):
+            if buf[i] == 10:
+                u.end_segment()
+            else:
+                u.unit(i, i + 1)
+        u.end_segment()
+    return u.arrays()
+
+
+def char_units(const unsigned char[:] buf, bint alnum_only=False):
+    """``(ustart, uend, seg_ends)``: UTF-8 characters (an invalid byte is a character of its
+    own) except ``\\n``; lines are segments. With ``alnum_only`` only letters and digits
+    (``str.isalnum``) are units and every other character ends a segment.
+
+    >>> [a.tolist() for a in char_units("a中,b".encode(), True)]
+    [[0, 1, 5], [1, 4, 6], [2, 3]]
+    """
+    cdef Py_ssize_t n = buf.shape[0], i = 0, L
+    cdef Py_UCS4 cp
+    cdef _Units u = _Units(n, n + 1)
+    with nogil:
+        while i < n:
+            L = utf8_char(&buf[i], n - i, &cp)
+            if cp == 10 or (alnum_only and not Py_UNICODE_ISALNUM(cp)):
+                u.end_segment()
+            else:
+                u.unit(i, i + L)
+            i += L
+        u.end_segment()
+    return u.arrays()
+
+
+def split_units(const unsigned char[:] buf, int sep=32):
+    """``(ustart, uend, seg_ends)``: the maximal runs of bytes other than ``sep`` and ``\\n``
+    (words); lines are segments.
+
+    >>> [a.tolist() for a in split_units(b"ab c\\nd")]
+    [[0, 3, 5], [2, 4, 6], [2, 3]]
+    """
+    cdef Py_ssize_t n = buf.shape[0], i, start = -1
+    cdef _Units u = _Units(n // 2 + 1, n + 1)
+    with nogil:
+        for i in range(n + 1):
+            if i == n or buf[i] == sep or buf[i] == 10:
+                if start >= 0:
+                    u.unit(start, i)
+                    start = -1
+                if i == n or buf[i] == 10:
+                    u.end_segment()
+            elif start < 0:
+                start = i
+    return u.arrays()
+
+
+def squeeze_spaces(const unsigned char[:] buf):
+    """``buf`` with every run of ASCII blanks (space, tab, CR, VT, FF) turned into one space
+    and blanks at the start and end of lines removed: words then sit one space apart.
+
+    >>> squeeze_spaces(b" a \\t b \\nc")
+    b'a b\\nc'
+    """
+    cdef Py_ssize_t n = buf.shape[0], i, m = 0
+    out = bytearray(n)
+    cdef unsigned char *o = out
+    cdef unsigned char c
+    cdef bint pending = False
+    with nogil:
+        for i in range(n):
+            c = buf[i]
+            if c == 32 or c == 9 or c == 13 or c == 11 or c == 12:
+                pending = m > 0 and o[m - 1] != 10
+            else:
+                if pending and c != 10:
+                    o[m] = 32
+                    m += 1
+                pending = False
+                o[m] = c
+                m += 1
+    return bytes(out[:m])
+
+
+# ------------------------------------------------------------------------ discovery: cuts
+
+def cut_units(SpanCounter kept, const unsigned char[:] buf, const int64_t[:] ustart,
+              const int64_t[:] uend, const int64_t[:] seg_ends, int order):
+    """Su's cut: two neighbouring units stay together when some n-gram of 2..``order`` units
+    that covers both is in ``kept`` (count > 0); every other boundary is cut. Returns the
+    pieces as ``(pstart, pend)`` arrays (each piece is a span of whole units). Releases the GIL.
+    """
+    cdef Py_ssize_t nu = ustart.shape[0], k, a, b, i, n, prev, e, j, np_ = 0
+    cdef uint64_t state, h
+    cdef unsigned char *joined = <unsigned char *> calloc(nu + 1, 1)
+    if joined == NULL:
+        raise MemoryError()
+    pstart = np.empty(nu, dtype=np.int64)
+    pend = np.empty(nu, dtype=np.int64)
+    cdef int64_t[:] ps = pstart
+    cdef int64_t[:] pe = pend
+    with nogil:
+        for k in range(seg_ends.shape[0]):
+            a = seg_ends[k - 1] if k > 0 else 0
+            b = seg_ends[k]
+            for i in range(a, b):
+                state = FNV_OFFSET
+                prev = ustart[i]
+                n = 1
+                while n <= order and i + n <= b:
+                    e = uend[i + n - 1]
+                    state = fnv(state, &buf[prev], e - prev)
+                    prev = e
+                    if n >= 2:
+                        h = hash_final(state, e - ustart[i])
+                        if kept.get_c(&buf[ustart[i]], e - ustart[i], h) > 0:
+                            for j in range(i, i + n - 1):
+                                joined[j] = 1      # unit j stays with unit j + 1
+                    n += 1
+            i = a
+            while i < b:
+                j = i
+                while j + 1 < b and joined[j]:
+                    j += 1
+                ps[np_] = ustart[i]
+                pe[np_] = uend[j]
+                np_ += 1
+                i = j + 1
+    free(joined)
+    return pstart[:np_], pend[:np_]
+
+
+# ------------------------------------------------------------------------ sorting, output
+
+cdef inline int cmp_entry(const unsigned char *blob, const int64_t *offs, const int64_t *cnts,
+                          int64_t x, int64_t y) noexcept nogil:
+    """-1 if entry x goes before y: higher count first, then bytewise smaller string."""
+    cdef int64_t lx, ly, l
+    cdef int c
+    if cnts[x] != cnts[y]:
+        return -1 if cnts[x] > cnts[y] else 1
+    lx = offs[x + 1] - offs[x]
+    ly = offs[y + 1] - offs[y]
+    l = lx if lx < ly else ly
+    c = memcmp(blob + offs[x], blob + offs[y], l) if l > 0 else 0
+    if c != 0:
+        return c
+    return -1 if lx < ly else (1 if lx > ly else 0)
+
+
+cdef void merge_sort(int64_t *a, int64_t *t, Py_ssize_t n, const unsigned char *bp,
+                     const int64_t *op, const int64_t *cp) noexcept nogil:
+    """Sort ``a[:n]`` by :func:`cmp_entry` (stable), using ``t[:n]`` as scratch."""
+    cdef Py_ssize_t width = 1, lo, mid, hi, i, j, k
+    cdef int64_t *src = a
+    cdef int64_t *dst = t
+    cdef int64_t *sw
+    cdef int64_t x
+    if n <= 24:
+        for i in range(1, n):
+            x = a[i]
+            j = i
+            while j > 0 and cmp_entry(bp, op, cp, x, a[j - 1]) < 0:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = x
+        return
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width if lo + width < n else n
+            hi = lo + 2 * width if lo + 2 * width < n else n
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if cmp_entry(bp, op, cp, src[j], src[i]) < 0:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+            lo = hi
+        sw = src
+        src = dst
+        dst = sw
+        width *= 2
+    if src != a:
+        memcpy(a, src, n * sizeof(int64_t))
+
+
+def sort_order(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] counts):
+    """Indices of the entries by count (highest first), then by string bytes.
+
+    Sorted first by (count, first 8 bytes) with numpy, then each run of equal keys by the
+    whole strings, without the GIL.
+
+    >>> sort_order(b"bab", np.array([0, 1, 2, 3]), np.array([1, 1, 2])).tolist()
+    [2, 1, 0]
+    """
+    cdef Py_ssize_t n = counts.shape[0], k, i, j, L
+    prefix = np.zeros(n, dtype=np.uint64)
+    cdef uint64_t[:] pv = prefix
+    cdef uint64_t key
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    with nogil:
+        for k in range(n):
+            key = 0
+            L = offs[k + 1] - offs[k]
+            for i in range(8):
+                key <<= 8
+                if i < L:
+                    key |= blob[offs[k] + i]
+            pv[k] = key
+    idx = np.lexsort((prefix, -np.asarray(counts)))
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    tmp = np.empty(n, dtype=np.int64)
+    cdef int64_t[:] a = idx
+    cdef int64_t[:] t = tmp
+    cdef const unsigned char *bp = &blob[0] if blob.shape[0] else NULL
+    with nogil:
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and counts[a[j]] == counts[a[i]] and pv[a[j]] == pv[a[i]]:
+                j += 1
+            if j - i > 1:
+                merge_sort(&a[i], &t[i], j - i, bp, &offs[0], &counts[0])
+            i = j
+    return idx
+
+
+def format_tsv(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] counts,
+               const int64_t[:] order, Py_ssize_t lo, Py_ssize_t hi, int space_byte=-1):
+    """Lines ``string<TAB>count`` for entries ``order[lo:hi]``. In the string, backslash,
+    tab, LF and CR are written ``\\\\``, ``\\t``, ``\\n``, ``\\r``; ``space_byte`` (if >= 0)
+    is written as a space.
+
+    >>> format_tsv(b"a\\tb", np.array([0, 3]), np.array([7]), np.array([0]), 0, 1)
+    b'a\\\\tb\\t7\\n'
+    """
+    cdef Py_ssize_t k, need = 0, m = 0, i, s, e
+    cdef int64_t x, c
+    cdef unsigned char ch
+    cdef char digits[24]
+    cdef int nd
+    for k in range(lo, hi):
+        x = order[k]
+        need += 2 * (offs[x + 1] - offs[x]) + 24
+    out = bytearray(need)
+    cdef unsigned char *o = out
+    with nogil:
+        for k in range(lo, hi):
+            x = order[k]
+            for i in range(offs[x], offs[x + 1]):
+                ch = blob[i]
+                if ch == 92:
+                    o[m] = 92; o[m + 1] = 92; m += 2
+                elif ch == 9:
+                    o[m] = 92; o[m + 1] = 116; m += 2
+                elif ch == 10:
+                    o[m] = 92; o[m + 1] = 110; m += 2
+                elif ch == 13:
+                    o[m] = 92; o[m + 1] = 114; m += 2
+                elif ch == space_byte:
+                    o[m] = 32; m += 1
+                else:
+                    o[m] = ch; m += 1
+            o[m] = 9
+            m += 1
+            c = counts[x]
+            nd = 0
+            while True:
+                digits[nd] = 48 + c % 10
+                nd += 1
+                c //= 10
+                if c == 0:
+                    break
+            while nd > 0:
+                nd -= 1
+                o[m] = digits[nd]
+                m += 1
+            o[m] = 10
+            m += 1
+    return bytes(out[:m])
+
+
+def gather(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] order,
+           Py_ssize_t lo, Py_ssize_t hi):
+    """``(strings, lengths)``: the strings of entries ``order[lo:hi]`` concatenated in that
+    order, and their lengths (to write a sorted run to disk).
+
+    >>> s, n = gather(b"abc", np.array([0, 1, 3]), np.array([1, 0]), 0, 2); s, n.tolist()
+    (b'bca', [2, 1])
+    """
+    cdef Py_ssize_t k, total = 0, pos = 0
+    cdef int64_t x
+    for k in range(lo, hi):
+        x = order[k]
+        total += offs[x + 1] - offs[x]
+    out = bytearray(total)
+    lens = np.empty(hi - lo, dtype=np.int64)
+    cdef int64_t[:] lv = lens
+    cdef unsigned char *o = out
+    with nogil:
+        for k in range(lo, hi):
+            x = order[k]
+            if offs[x + 1] > offs[x]:
+                memcpy(o + pos, &blob[offs[x]], offs[x + 1] - offs[x])
+            pos += offs[x + 1] - offs[x]
+            lv[k - lo] = offs[x + 1] - offs[x]
+    return bytes(out), lens
