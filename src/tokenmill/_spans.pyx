@@ -113,12 +113,42 @@ cdef extern from "stdlib.h" nogil:
 from libc.string cimport memset
 
 
+cdef extern from "sys/mman.h" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void *addr, size_t length)
+    int MADV_HUGEPAGE, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS
+    void *MAP_FAILED
+
+cdef enum:
+    BIG_SLOTS = 4 << 20       # slot arrays this large are mapped directly, on 2 MB pages
+
+
 cdef Slot *slots_alloc(uint64_t cap) noexcept nogil:
+    """Zeroed slots, cache-line aligned. Large arrays are mapped straight from the kernel
+    (already zero: no second zeroing pass) on 2 MB pages where it allows (each add is a random
+    access: huge pages spare TLB misses and page faults)."""
     cdef void *p = NULL
-    if posix_memalign(&p, 64, cap * sizeof(Slot)) != 0:
+    cdef size_t size = cap * sizeof(Slot)
+    if size >= BIG_SLOTS:
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            return NULL
+        madvise(p, size, MADV_HUGEPAGE)
+        return <Slot *> p
+    if posix_memalign(&p, 64, size) != 0:
         return NULL
-    memset(p, 0, cap * sizeof(Slot))
+    memset(p, 0, size)
     return <Slot *> p
+
+
+cdef void slots_free(Slot *slots, uint64_t cap) noexcept nogil:
+    if slots == NULL:
+        return
+    if cap * sizeof(Slot) >= BIG_SLOTS:
+        munmap(slots, cap * sizeof(Slot))
+    else:
+        free(slots)
 
 
 cdef int st_init(StrTable *t, uint64_t capacity, uint64_t budget) noexcept nogil:
@@ -142,7 +172,7 @@ cdef int st_init(StrTable *t, uint64_t capacity, uint64_t budget) noexcept nogil
 
 
 cdef void st_free(StrTable *t) noexcept nogil:
-    free(t.slots)
+    slots_free(t.slots, t.mask + 1)
     free(t.arena)
     t.slots = NULL
     t.arena = NULL
@@ -210,7 +240,7 @@ cdef int st_rebuild(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil
         acap = arena_min
     a = <unsigned char *> malloc(acap)
     if a == NULL:
-        free(ns)
+        slots_free(ns, cap)
         return -1
     pos = 0
     for i in range(t.mask + 1):
@@ -226,7 +256,7 @@ cdef int st_rebuild(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil
                 memcpy(ns[j].data, &pos, 8)
                 pos += 4 + plen
             live += 1
-    free(t.slots)
+    slots_free(t.slots, t.mask + 1)
     free(t.arena)
     t.slots = ns
     t.mask = newmask
@@ -413,7 +443,7 @@ cdef class PieceCounter:
     def export(self):
         """``(buf, ends, counts)``: the pieces concatenated in table order (piece k is
         ``buf[ends[k]:ends[k+1]]``) and their counts; no Python object per piece."""
-        return _export_tables(&self.t, 1, 1)
+        return _export_tables(self, &self.t, 1, 1)
 
     def clear(self):
         """Release the memory (the counter is empty afterwards)."""
@@ -429,44 +459,117 @@ cdef class PieceCounter:
         return [pieces[k] for k in order], counts[np.asarray(order, dtype=np.int64)] if order else counts
 
 
-cdef _export_tables(StrTable *tables, int ntables, int64_t min_count, bint free_tables=False):
-    """``(blob, offs, counts)`` of the entries with count >= min_count of ``ntables`` tables;
-    with ``free_tables`` each table is emptied (its memory released) once copied, so that the
-    copy and the tables never both take their full size."""
-    cdef int64_t nbytes = 0, pos = 0
-    cdef Py_ssize_t m = 0, i
-    for i in range(ntables):
-        st_export_size(&tables[i], min_count, &nbytes, &m)
-    blob = bytearray(nbytes)
-    offs = np.empty(m + 1, dtype=np.int64)
-    counts = np.empty(m, dtype=np.int64)
-    cdef int64_t[:] ov = offs
-    cdef int64_t[:] cv = counts
-    cdef unsigned char *b = blob
-    cdef int err = 0
-    cdef uint64_t lo, hi, budget
-    ov[0] = 0
-    m = 0
-    with nogil:
-        for i in range(ntables):
-            st_export(&tables[i], min_count, b, &pos, &ov[0], &cv[0] if cv.shape[0] else NULL, &m)
-            if free_tables:
-                lo, hi, budget = tables[i].lo, tables[i].hi, tables[i].budget
-                st_free(&tables[i])
-                if st_init(&tables[i], 0, budget) != 0:
-                    err = 1
-                tables[i].lo, tables[i].hi = lo, hi
-    if err:
-        raise MemoryError()
-    return blob, offs, counts
+cdef class Export:
+    """Copies the entries with count >= ``min_count`` of a set of tables into three arrays,
+    ``blob`` (uint8), ``offs`` and ``counts`` (int64): string k is ``blob[offs[k]:offs[k+1]]``.
+
+    Threads may share the work: :meth:`size_part` and then :meth:`copy_part` for every part
+    (parts take every ``nparts``-th table). With ``free_tables`` each table is emptied once
+    copied, so that the copy and the tables never both take their full size.
+    """
+    cdef StrTable *tables
+    cdef int ntables
+    cdef int64_t min_count
+    cdef bint free_tables
+    cdef int64_t *tbytes
+    cdef int64_t *tcount
+    cdef readonly object blob, offs, counts
+    cdef object owner
+    cdef int err
+
+    def __dealloc__(self):
+        free(self.tbytes)
+        free(self.tcount)
+
+    cdef int setup(self, object owner, StrTable *tables, int ntables, int64_t min_count, bint free_tables) except -1:
+        self.owner = owner
+        self.tables = tables
+        self.ntables = ntables
+        self.min_count = min_count if min_count > 1 else 1
+        self.free_tables = free_tables
+        self.tbytes = <int64_t *> calloc(ntables + 1, sizeof(int64_t))
+        self.tcount = <int64_t *> calloc(ntables + 1, sizeof(int64_t))
+        self.err = 0
+        if self.tbytes == NULL or self.tcount == NULL:
+            raise MemoryError()
+        return 0
+
+    def size_part(self, int k, int nparts):
+        cdef int i
+        cdef Py_ssize_t m
+        with nogil:
+            i = k
+            while i < self.ntables:
+                m = 0
+                st_export_size(&self.tables[i], self.min_count, &self.tbytes[i], &m)
+                self.tcount[i] = m
+                i += nparts
+        return None
+
+    def allocate(self):
+        """After every :meth:`size_part`: turn sizes into start positions, allocate."""
+        cdef int64_t pos = 0, m = 0, x
+        cdef int i
+        for i in range(self.ntables):
+            x = self.tbytes[i]
+            self.tbytes[i] = pos
+            pos += x
+            x = self.tcount[i]
+            self.tcount[i] = m
+            m += x
+        self.tbytes[self.ntables] = pos
+        self.tcount[self.ntables] = m
+        self.blob = np.empty(pos, dtype=np.uint8)       # pages are touched only when written
+        self.offs = np.empty(m + 1, dtype=np.int64)
+        self.counts = np.empty(m, dtype=np.int64)
+        self.offs[0] = 0
+
+    def copy_part(self, int k, int nparts):
+        cdef unsigned char[:] bv = self.blob
+        cdef int64_t[:] ov = self.offs
+        cdef int64_t[:] cv = self.counts
+        cdef unsigned char *bp = &bv[0] if bv.shape[0] else NULL
+        cdef int64_t *cp = &cv[0] if cv.shape[0] else NULL
+        cdef int64_t pos
+        cdef Py_ssize_t m
+        cdef int i
+        cdef uint64_t lo, hi, budget
+        with nogil:
+            i = k
+            while i < self.ntables:
+                pos = self.tbytes[i]
+                m = self.tcount[i]
+                st_export(&self.tables[i], self.min_count, bp, &pos, &ov[0], cp, &m)
+                if self.free_tables:
+                    lo, hi, budget = self.tables[i].lo, self.tables[i].hi, self.tables[i].budget
+                    st_free(&self.tables[i])
+                    if st_init(&self.tables[i], 0, budget) != 0:
+                        self.err = 1
+                    self.tables[i].lo, self.tables[i].hi = lo, hi
+                i += nparts
+        if self.err:
+            raise MemoryError()
+
+    def result(self):
+        return self.blob, self.offs, self.counts
+
+
+cdef _export_tables(object owner, StrTable *tables, int ntables, int64_t min_count, bint free_tables=False):
+    """:class:`Export` on one thread."""
+    cdef Export e = Export()
+    e.setup(owner, tables, ntables, min_count, free_tables)
+    e.size_part(0, 1)
+    e.allocate()
+    e.copy_part(0, 1)
+    return e.result()
 
 
 # ----------------------------------------------------------------------------- SpanCounter
 
-cdef struct Rec:
+cdef struct Rec:          # 16 bytes: batches are below 4 GiB (checked in collect)
     uint64_t h
-    int64_t start
-    int64_t length
+    uint32_t start
+    uint32_t length
 
 
 cdef class Records:
@@ -503,6 +606,14 @@ cdef class Records:
             total += self.n[p]
         return total
 
+    def clear(self):
+        """Forget the records, keeping the memory for the next batch."""
+        cdef int p
+        for p in range(self.nparts):
+            self.n[p] = 0
+        self.owner = None
+        self.base = NULL
+
     @property
     def nbytes(self):
         cdef Py_ssize_t total = 0
@@ -523,8 +634,8 @@ cdef class Records:
             self.cap[p] = c
         r = &self.recs[p][self.n[p]]
         r.h = h
-        r.start = start
-        r.length = length
+        r.start = <uint32_t> start
+        r.length = <uint32_t> length
         self.n[p] += 1
         return 0
 
@@ -597,11 +708,17 @@ cdef class SpanCounter:
 
     def collect(self, const unsigned char[:] buf, const int64_t[:] ustart, const int64_t[:] uend,
                 const int64_t[:] seg_ends, int order, Py_ssize_t seg_lo, Py_ssize_t seg_hi,
-                int nparts, int min_order=1):
+                int nparts, int min_order=1, Records into=None):
         """Step 1: the n-grams of ``min_order..order`` units inside segments
         ``seg_lo..seg_hi-1``, filed under part ``shard % nparts`` (skipping strings outside
-        the current hash ranges). Releases the GIL."""
-        cdef Records out = Records(nparts)
+        the current hash ranges). Returns them as :class:`Records` (``into``, cleared and
+        reused, if given). Releases the GIL."""
+        cdef Records out
+        if into is not None and into.nparts == nparts:
+            out = into
+            out.clear()
+        else:
+            out = Records(nparts)
         cdef Py_ssize_t k, a, b, i, n, prev, e
         cdef uint64_t state, h
         cdef int sh, err = 0
@@ -610,6 +727,8 @@ cdef class SpanCounter:
             raise ValueError("order must be >= 1")
         if ustart.shape[0] != uend.shape[0]:
             raise ValueError("ustart and uend differ in length")
+        if buf.shape[0] >= 0xFFFFFFFF:
+            raise ValueError("a batch of text must be smaller than 4 GiB (is there a line that long?)")
         out.owner = buf
         out.base = &buf[0] if buf.shape[0] else NULL
         with nogil:
@@ -713,7 +832,13 @@ cdef class SpanCounter:
         """``(blob, offs, counts)``: the strings with count >= ``min_count``, concatenated in
         table order (string k is ``blob[offs[k]:offs[k+1]]``). With ``free_tables`` the
         tables are emptied as they are copied."""
-        return _export_tables(self.tables, self.nshards, max(min_count, 1), free_tables)
+        return _export_tables(self, self.tables, self.nshards, max(min_count, 1), free_tables)
+
+    def exporter(self, int64_t min_count=1, bint free_tables=False):
+        """An :class:`Export` of this counter that threads can share (see there)."""
+        cdef Export e = Export()
+        e.setup(self, self.tables, self.nshards, max(min_count, 1), free_tables)
+        return e
 
     def items(self):
         """``[(bytes, count)]`` in table order (for tests and small tables)."""
@@ -762,27 +887,37 @@ cdef inline Py_ssize_t utf8_char(const unsigned char *p, Py_ssize_t avail, Py_UC
     return 1
 
 
-cdef class _Units:
+cdef class UnitBuffer:
+    """Reusable storage for the unit arrays of :func:`byte_units`, :func:`char_units` and
+    :func:`split_units`: pass the same buffer for every batch to spare the allocations (the
+    arrays returned are views into it, valid until its next use)."""
+    cdef object a_us, a_ue, a_se
     cdef int64_t *us
     cdef int64_t *ue
     cdef int64_t *se
     cdef Py_ssize_t nu, ns, cap_u, cap_s
 
-    def __cinit__(self, Py_ssize_t cap_u, Py_ssize_t cap_s):
-        self.cap_u = cap_u + 1
-        self.cap_s = cap_s + 1
-        self.us = <int64_t *> malloc(self.cap_u * sizeof(int64_t))
-        self.ue = <int64_t *> malloc(self.cap_u * sizeof(int64_t))
-        self.se = <int64_t *> malloc(self.cap_s * sizeof(int64_t))
+    def __cinit__(self):
+        self.cap_u = 0
+        self.cap_s = 0
+
+    cdef prepare(self, Py_ssize_t cap_u, Py_ssize_t cap_s):
+        cdef int64_t[:] v
+        if cap_u + 1 > self.cap_u:
+            self.cap_u = cap_u + 1 + cap_u // 4
+            self.a_us = np.empty(self.cap_u, dtype=np.int64)
+            self.a_ue = np.empty(self.cap_u, dtype=np.int64)
+            v = self.a_us
+            self.us = &v[0]
+            v = self.a_ue
+            self.ue = &v[0]
+        if cap_s + 1 > self.cap_s:
+            self.cap_s = cap_s + 1 + cap_s // 4
+            self.a_se = np.empty(self.cap_s, dtype=np.int64)
+            v = self.a_se
+            self.se = &v[0]
         self.nu = 0
         self.ns = 0
-        if self.us == NULL or self.ue == NULL or self.se == NULL:
-            raise MemoryError()
-
-    def __dealloc__(self):
-        free(self.us)
-        free(self.ue)
-        free(self.se)
 
     cdef inline void unit(self, int64_t s, int64_t e) noexcept nogil:
         self.us[self.nu] = s
@@ -795,28 +930,18 @@ cdef class _Units:
             self.ns += 1
 
     cdef arrays(self):
-        us = np.empty(self.nu, dtype=np.int64)
-        ue = np.empty(self.nu, dtype=np.int64)
-        se = np.empty(self.ns, dtype=np.int64)
-        cdef int64_t[:] a = us
-        cdef int64_t[:] b = ue
-        cdef int64_t[:] c = se
-        if self.nu:
-            memcpy(&a[0], self.us, self.nu * sizeof(int64_t))
-            memcpy(&b[0], self.ue, self.nu * sizeof(int64_t))
-        if self.ns:
-            memcpy(&c[0], self.se, self.ns * sizeof(int64_t))
-        return us, ue, se
+        return self.a_us[:self.nu], self.a_ue[:self.nu], self.a_se[:self.ns]
 
 
-def byte_units(const unsigned char[:] buf):
+def byte_units(const unsigned char[:] buf, UnitBuffer ws=None):
     """``(ustart, uend, seg_ends)``: every byte but ``\\n`` is a unit; lines are segments.
 
     >>> [a.tolist() for a in byte_units(b"ab\\nc")]
     [[0, 1, 3], [1, 2, 4], [2, 3]]
     """
     cdef Py_ssize_t n = buf.shape[0], i
-    cdef _Units u = _Units(n, n + 1)
+    cdef UnitBuffer u = ws if ws is not None else UnitBuffer()
+    u.prepare(n, n + 1)
     with nogil:
         for i in range(n):
             if buf[i] == 10:
@@ -827,7 +952,7 @@ def byte_units(const unsigned char[:] buf):
     return u.arrays()
 
 
-def char_units(const unsigned char[:] buf, bint alnum_only=False):
+def char_units(const unsigned char[:] buf, bint alnum_only=False, UnitBuffer ws=None):
     """``(ustart, uend, seg_ends)``: UTF-8 characters (an invalid byte is a character of its
     own) except ``\\n``; lines are segments. With ``alnum_only`` only letters and digits
     (``str.isalnum``) are units and every other character ends a segment.
@@ -837,7 +962,8 @@ def char_units(const unsigned char[:] buf, bint alnum_only=False):
     """
     cdef Py_ssize_t n = buf.shape[0], i = 0, L
     cdef Py_UCS4 cp
-    cdef _Units u = _Units(n, n + 1)
+    cdef UnitBuffer u = ws if ws is not None else UnitBuffer()
+    u.prepare(n, n + 1)
     with nogil:
         while i < n:
             L = utf8_char(&buf[i], n - i, &cp)
@@ -850,7 +976,7 @@ def char_units(const unsigned char[:] buf, bint alnum_only=False):
     return u.arrays()
 
 
-def split_units(const unsigned char[:] buf, int sep=32):
+def split_units(const unsigned char[:] buf, int sep=32, UnitBuffer ws=None):
     """``(ustart, uend, seg_ends)``: the maximal runs of bytes other than ``sep`` and ``\\n``
     (words); lines are segments.
 
@@ -858,7 +984,8 @@ def split_units(const unsigned char[:] buf, int sep=32):
     [[0, 3, 5], [2, 4, 6], [2, 3]]
     """
     cdef Py_ssize_t n = buf.shape[0], i, start = -1
-    cdef _Units u = _Units(n // 2 + 1, n + 1)
+    cdef UnitBuffer u = ws if ws is not None else UnitBuffer()
+    u.prepare(n // 2 + 1, n + 1)
     with nogil:
         for i in range(n + 1):
             if i == n or buf[i] == sep or buf[i] == 10:
@@ -949,114 +1076,6 @@ def cut_units(SpanCounter kept, const unsigned char[:] buf, const int64_t[:] ust
 
 # ------------------------------------------------------------------------ sorting, output
 
-cdef inline int cmp_entry(const unsigned char *blob, const int64_t *offs, const int64_t *cnts,
-                          int64_t x, int64_t y) noexcept nogil:
-    """-1 if entry x goes before y: higher count first, then bytewise smaller string."""
-    cdef int64_t lx, ly, l
-    cdef int c
-    if cnts[x] != cnts[y]:
-        return -1 if cnts[x] > cnts[y] else 1
-    lx = offs[x + 1] - offs[x]
-    ly = offs[y + 1] - offs[y]
-    l = lx if lx < ly else ly
-    c = memcmp(blob + offs[x], blob + offs[y], l) if l > 0 else 0
-    if c != 0:
-        return c
-    return -1 if lx < ly else (1 if lx > ly else 0)
-
-
-cdef void merge_sort(int64_t *a, int64_t *t, Py_ssize_t n, const unsigned char *bp,
-                     const int64_t *op, const int64_t *cp) noexcept nogil:
-    """Sort ``a[:n]`` by :func:`cmp_entry` (stable), using ``t[:n]`` as scratch."""
-    cdef Py_ssize_t width = 1, lo, mid, hi, i, j, k
-    cdef int64_t *src = a
-    cdef int64_t *dst = t
-    cdef int64_t *sw
-    cdef int64_t x
-    if n <= 24:
-        for i in range(1, n):
-            x = a[i]
-            j = i
-            while j > 0 and cmp_entry(bp, op, cp, x, a[j - 1]) < 0:
-                a[j] = a[j - 1]
-                j -= 1
-            a[j] = x
-        return
-    while width < n:
-        lo = 0
-        while lo < n:
-            mid = lo + width if lo + width < n else n
-            hi = lo + 2 * width if lo + 2 * width < n else n
-            i = lo
-            j = mid
-            k = lo
-            while i < mid and j < hi:
-                if cmp_entry(bp, op, cp, src[j], src[i]) < 0:
-                    dst[k] = src[j]
-                    j += 1
-                else:
-                    dst[k] = src[i]
-                    i += 1
-                k += 1
-            while i < mid:
-                dst[k] = src[i]
-                i += 1
-                k += 1
-            while j < hi:
-                dst[k] = src[j]
-                j += 1
-                k += 1
-            lo = hi
-        sw = src
-        src = dst
-        dst = sw
-        width *= 2
-    if src != a:
-        memcpy(a, src, n * sizeof(int64_t))
-
-
-def sort_order(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] counts):
-    """Indices of the entries by count (highest first), then by string bytes.
-
-    Sorted first by (count, first 8 bytes) with numpy, then each run of equal keys by the
-    whole strings, without the GIL.
-
-    >>> sort_order(b"bab", np.array([0, 1, 2, 3]), np.array([1, 1, 2])).tolist()
-    [2, 1, 0]
-    """
-    cdef Py_ssize_t n = counts.shape[0], k, i, j, L
-    prefix = np.zeros(n, dtype=np.uint64)
-    cdef uint64_t[:] pv = prefix
-    cdef uint64_t key
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    with nogil:
-        for k in range(n):
-            key = 0
-            L = offs[k + 1] - offs[k]
-            for i in range(8):
-                key <<= 8
-                if i < L:
-                    key |= blob[offs[k] + i]
-            pv[k] = key
-    idx = np.lexsort((prefix, -np.asarray(counts)))
-    idx = np.ascontiguousarray(idx, dtype=np.int64)
-    tmp = np.empty(n, dtype=np.int64)
-    cdef int64_t[:] a = idx
-    cdef int64_t[:] t = tmp
-    cdef const unsigned char *bp = &blob[0] if blob.shape[0] else NULL
-    with nogil:
-        i = 0
-        while i < n:
-            j = i + 1
-            while j < n and counts[a[j]] == counts[a[i]] and pv[a[j]] == pv[a[i]]:
-                j += 1
-            if j - i > 1:
-                merge_sort(&a[i], &t[i], j - i, bp, &offs[0], &counts[0])
-            i = j
-    return idx
-
-
 def format_tsv(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] counts,
                const int64_t[:] order, Py_ssize_t lo, Py_ssize_t hi, int space_byte=-1):
     """Lines ``string<TAB>count`` for entries ``order[lo:hi]``. In the string, backslash,
@@ -1137,3 +1156,208 @@ def gather(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] 
             pos += offs[x + 1] - offs[x]
             lv[k - lo] = offs[x + 1] - offs[x]
     return bytes(out), lens
+
+
+# ------------------------------------------------------------------ parallel sort of counts
+
+cdef struct Ent:
+    int64_t count
+    uint64_t prefix          # first 8 bytes, big-endian, zero-padded
+    int64_t idx
+
+
+cdef inline int ent_cmp(const Ent *x, const Ent *y, const unsigned char *bp, const int64_t *op) noexcept nogil:
+    """-1 if x goes first: higher count, then bytewise smaller string."""
+    cdef int64_t lx, ly, l
+    cdef int c
+    if x.count != y.count:
+        return -1 if x.count > y.count else 1
+    if x.prefix != y.prefix:
+        return -1 if x.prefix < y.prefix else 1
+    lx = op[x.idx + 1] - op[x.idx]
+    ly = op[y.idx + 1] - op[y.idx]
+    l = lx if lx < ly else ly
+    c = memcmp(bp + op[x.idx], bp + op[y.idx], l) if l > 0 else 0
+    if c != 0:
+        return c
+    return -1 if lx < ly else (1 if lx > ly else 0)
+
+
+cdef void ent_merge(const Ent *a, Py_ssize_t na, const Ent *b, Py_ssize_t nb, Ent *out,
+                    const unsigned char *bp, const int64_t *op) noexcept nogil:
+    cdef Py_ssize_t i = 0, j = 0, k = 0
+    while i < na and j < nb:
+        if ent_cmp(&b[j], &a[i], bp, op) < 0:
+            out[k] = b[j]
+            j += 1
+        else:
+            out[k] = a[i]
+            i += 1
+        k += 1
+    if i < na:
+        memcpy(&out[k], &a[i], (na - i) * sizeof(Ent))
+        k += na - i
+    if j < nb:
+        memcpy(&out[k], &b[j], (nb - j) * sizeof(Ent))
+
+
+cdef void ent_sort(Ent *a, Ent *t, Py_ssize_t n, const unsigned char *bp, const int64_t *op) noexcept nogil:
+    """Stable bottom-up merge sort of ``a[:n]`` (``t[:n]`` scratch); result in ``a``."""
+    cdef Py_ssize_t lo, hi, i, j, width = 16, mid
+    cdef Ent x
+    cdef Ent *src = a
+    cdef Ent *dst = t
+    cdef Ent *sw
+    lo = 0
+    while lo < n:                       # insertion sort of runs of 16
+        hi = lo + 16 if lo + 16 < n else n
+        for i in range(lo + 1, hi):
+            x = a[i]
+            j = i
+            while j > lo and ent_cmp(&x, &a[j - 1], bp, op) < 0:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = x
+        lo = hi
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width if lo + width < n else n
+            hi = lo + 2 * width if lo + 2 * width < n else n
+            ent_merge(&src[lo], mid - lo, &src[mid], hi - mid, &dst[lo], bp, op)
+            lo = hi
+        sw = src
+        src = dst
+        dst = sw
+        width *= 2
+    if src != a:
+        memcpy(a, src, n * sizeof(Ent))
+
+
+cdef inline int ent_key_cmp(const Ent *x, int64_t count, uint64_t prefix) noexcept nogil:
+    """Order of x against the key (count, prefix), counts descending."""
+    if x.count != count:
+        return -1 if x.count > count else 1
+    if x.prefix != prefix:
+        return -1 if x.prefix < prefix else 1
+    return 0
+
+
+cdef class EntrySorter:
+    """Sorts the entries of an export by count (highest first), then by string bytes, with
+    ``parts`` threads::
+
+        s = EntrySorter(blob, offs, counts, parts=2)
+        pool.map(s.fill_part, range(2)); s.partition()
+        pool.map(s.sort_part, range(2))
+        order = s.finish()
+
+    ``partition`` splits the entries into ``parts`` buckets of consecutive (count, 8-byte
+    prefix) keys, chosen from a sample, so that the sorted buckets, one after the other, are
+    the sorted whole; each thread then sorts one bucket.
+    """
+    cdef Ent *ents
+    cdef Ent *tmp
+    cdef Py_ssize_t n
+    cdef int parts
+    cdef Py_ssize_t *bstart
+    cdef object keep
+    cdef const unsigned char *bp
+    cdef const int64_t *op
+    cdef const int64_t *cp
+
+    def __cinit__(self, blob, const int64_t[:] offs, const int64_t[:] counts, int parts=1):
+        cdef const unsigned char[:] bv = blob
+        self.n = counts.shape[0]
+        self.parts = max(1, parts)
+        self.keep = (blob, offs, counts)
+        self.ents = <Ent *> malloc((self.n + 1) * sizeof(Ent))
+        self.tmp = <Ent *> malloc((self.n + 1) * sizeof(Ent))
+        self.bstart = <Py_ssize_t *> calloc(self.parts + 1, sizeof(Py_ssize_t))
+        if self.ents == NULL or self.tmp == NULL or self.bstart == NULL:
+            raise MemoryError()
+        self.bp = &bv[0] if bv.shape[0] else NULL
+        self.op = &offs[0]
+        self.cp = &counts[0] if self.n else NULL
+
+    def __dealloc__(self):
+        free(self.ents)
+        free(self.tmp)
+        free(self.bstart)
+
+    def fill_part(self, int k):
+        """Build the sort keys of part ``k`` of the entries; releases the GIL."""
+        cdef Py_ssize_t lo = self.n * k // self.parts, hi = self.n * (k + 1) // self.parts, j, L, i
+        cdef uint64_t key
+        with nogil:
+            for j in range(lo, hi):
+                key = 0
+                L = self.op[j + 1] - self.op[j]
+                for i in range(8):
+                    key <<= 8
+                    if i < L:
+                        key |= self.bp[self.op[j] + i]
+                self.tmp[j].count = self.cp[j]
+                self.tmp[j].prefix = key
+                self.tmp[j].idx = j
+
+    def partition(self):
+        """Scatter the keys into ``parts`` buckets of consecutive keys (into ``ents``)."""
+        cdef int P = self.parts, b
+        cdef Py_ssize_t j, s, ns
+        cdef Ent *sample
+        cdef Ent *splitters
+        cdef Py_ssize_t *fill
+        if P == 1 or self.n < 4096:
+            memcpy(self.ents, self.tmp, self.n * sizeof(Ent))
+            self.bstart[0] = 0
+            for b in range(1, P + 1):
+                self.bstart[b] = self.n
+            return
+        ns = 256 * P
+        sample = <Ent *> malloc(2 * ns * sizeof(Ent))
+        splitters = <Ent *> malloc(P * sizeof(Ent))
+        fill = <Py_ssize_t *> calloc(P + 1, sizeof(Py_ssize_t))
+        if sample == NULL or splitters == NULL or fill == NULL:
+            free(sample); free(splitters); free(fill)
+            raise MemoryError()
+        with nogil:
+            for s in range(ns):
+                sample[s] = self.tmp[(self.n - 1) * s // (ns - 1)]
+            ent_sort(sample, sample + ns, ns, self.bp, self.op)
+            for b in range(1, P):
+                splitters[b] = sample[ns * b // P]
+            for j in range(self.n):          # bucket = number of splitters at or before the key
+                b = 0
+                while b + 1 < P and ent_key_cmp(&splitters[b + 1], self.tmp[j].count, self.tmp[j].prefix) <= 0:
+                    b += 1
+                fill[b + 1] += 1
+            for b in range(P):
+                fill[b + 1] += fill[b]
+            for b in range(P + 1):
+                self.bstart[b] = fill[b]
+            for j in range(self.n):
+                b = 0
+                while b + 1 < P and ent_key_cmp(&splitters[b + 1], self.tmp[j].count, self.tmp[j].prefix) <= 0:
+                    b += 1
+                self.ents[fill[b]] = self.tmp[j]
+                fill[b] += 1
+        free(sample); free(splitters); free(fill)
+
+    def sort_part(self, int k):
+        """Sort bucket ``k``; releases the GIL."""
+        cdef Py_ssize_t lo = self.bstart[k], hi = self.bstart[k + 1]
+        with nogil:
+            ent_sort(&self.ents[lo], &self.tmp[lo], hi - lo, self.bp, self.op)
+
+    def finish(self):
+        """The entry indices in order (int64 array)."""
+        cdef Py_ssize_t k
+        out = np.empty(self.n, dtype=np.int64)
+        cdef int64_t[:] ov = out
+        with nogil:
+            for k in range(self.n):
+                ov[k] = self.ents[k].idx
+        free(self.tmp)
+        self.tmp = NULL
+        return out

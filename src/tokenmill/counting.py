@@ -35,7 +35,7 @@ from .errors import InputError, TokenmillError
 from .spec import CountSpec, parse_size
 
 SHARDS = 64                   # hash tables (fixed: the pass structure never depends on threads)
-RECORDS_PER_BATCH = 1 << 20   # n-gram occurrences per batch (24 bytes each while in flight)
+RECORDS_PER_BATCH = 1 << 20   # n-gram occurrences per batch (16 bytes each while in flight)
 BASE_MEMORY = 96 << 20        # interpreter, numpy, batches and records in flight
 WORD_SEP = 0xFF               # joins words split by --split/--jieba (never in UTF-8 text)
 
@@ -159,13 +159,13 @@ class WordSplitter:
             parts = self.regex.split(text)
         return [w for w in parts if w and not w.isspace()]
 
-    def units(self, part):
+    def units(self, part, ws=None):
         """``(buf, (ustart, uend, seg_ends))``: the words of each line joined by byte 0xFF."""
         lines = bytes(part).split(b"\n")
         sep = bytes([WORD_SEP])
         buf = b"\n".join(sep.join(w.encode("utf-8") for w in self.words(line.decode("utf-8", "replace")))
                          for line in lines)
-        return buf, _spans.split_units(buf, WORD_SEP)
+        return buf, _spans.split_units(buf, WORD_SEP, ws)
 
 
 def _load_jieba():
@@ -187,18 +187,19 @@ def _load_jieba():
 
 
 def unit_function(unit: str, split: str | None = None, use_jieba: bool = False):
-    """``part -> (buf, (ustart, uend, seg_ends))`` for the given unit; ``space_byte`` is the
-    byte written as a space in the output (-1: none)."""
+    """``(part, workspace) -> (buf, (ustart, uend, seg_ends))`` for the given unit, and
+    ``space_byte``, the byte written as a space in the output (-1: none). The workspace is a
+    :class:`tokenmill._spans.UnitBuffer` reused from batch to batch (or None)."""
     if unit == "byte":
-        return (lambda part: (part, _spans.byte_units(part))), -1
+        return (lambda part, ws=None: (part, _spans.byte_units(part, ws))), -1
     if unit == "char":
-        return (lambda part: (part, _spans.char_units(part))), -1
+        return (lambda part, ws=None: (part, _spans.char_units(part, False, ws))), -1
     if unit != "word":
         raise TokenmillError(f"unknown unit {unit!r}")
     if split is None and not use_jieba:
-        def words(part):
+        def words(part, ws=None):
             buf = _spans.squeeze_spaces(part)
-            return buf, _spans.split_units(buf, 32)
+            return buf, _spans.split_units(buf, 32, ws)
         return words, -1
     splitter = WordSplitter(split, use_jieba)
     return splitter.units, WORD_SEP
@@ -211,7 +212,7 @@ class Run:
     """Sorted results of one pass: strings ``blob[offs[k]:offs[k+1]]`` with ``counts[k]``, in
     the order ``order`` (count descending, then bytes)."""
 
-    blob: bytearray
+    blob: np.ndarray              # uint8
     offs: np.ndarray
     counts: np.ndarray
     order: np.ndarray
@@ -241,7 +242,7 @@ class Run:
                 f.write(lens.tobytes())
                 f.write(counts.tobytes())
                 f.write(strings)
-        self.blob = bytearray()
+        self.blob = np.zeros(0, dtype=np.uint8)
         self.offs = self.counts = self.order = np.zeros(0, dtype=np.int64)
         return SpilledRun(path, n)
 
@@ -289,6 +290,7 @@ class PassStats:
     distinct: int = 0
     peak_tables: int = 0
     seconds: float = 0.0
+    sort_seconds: float = 0.0      # export and sort of the counts (part of ``seconds``)
 
 
 class PassCounter:
@@ -324,6 +326,9 @@ class PassCounter:
         starts = [0] * SHARDS
         runs: list[Run] = []
         total = self.source.total_bytes()
+        # per part of a batch, reused from batch to batch: unit arrays and n-gram records
+        spaces = [_spans.UnitBuffer() for _ in range(T)]
+        records = [_spans.Records(T) for _ in range(T)]
         with ThreadPoolExecutor(T) as pool:
             while min(starts) < _spans.FULL_RANGE:
                 self.stats.passes += 1
@@ -339,25 +344,39 @@ class PassCounter:
                     for buf, lines in _prefetch(self.source.batches(self.batch_bytes)):
                         parts = split_lines(buf, T)
 
-                        def collect(part):
-                            b, (us, ue, se) = self.units(part)
-                            return table.collect(b, us, ue, se, self.order, 0, len(se), T, self.min_order), len(us)
+                        def collect(k):
+                            b, (us, ue, se) = self.units(parts[k], spaces[k])
+                            return table.collect(b, us, ue, se, self.order, 0, len(se), T, self.min_order,
+                                                 records[k]), len(us)
 
-                        got = list(pool.map(collect, parts))
-                        records = [r for r, _ in got]
-                        list(pool.map(lambda p: table.add(records, p, T), range(T)))
+                        got = list(pool.map(collect, range(len(parts))))
+                        used = records[:len(parts)]
+                        list(pool.map(lambda p: table.add(used, p, T), range(T)))
                         if passes == 1:
                             self.stats.bytes += len(buf) + 1
                             self.stats.lines += lines
                             self.stats.units += sum(n for _, n in got)
-                        del records, got
+                        del got, used
+                        for r in records:
+                            r.clear()
                         bar.update(len(buf) + 1, lines)
                         self.stats.peak_tables = max(self.stats.peak_tables, table.nbytes)
                 starts = [hi for _, hi in table.ranges()]
                 self.stats.distinct += len(table)
-                blob, offs, counts = table.export(min_count, free_tables=True)
-                del table
-                order = _spans.sort_order(blob, offs, counts)
+                t_sort = time.monotonic()
+                export = table.exporter(min_count, free_tables=True)
+                list(pool.map(lambda k: export.size_part(k, T), range(T)))
+                export.allocate()
+                list(pool.map(lambda k: export.copy_part(k, T), range(T)))
+                blob, offs, counts = export.result()
+                del table, export
+                sorter = _spans.EntrySorter(blob, offs, counts, T)
+                list(pool.map(sorter.fill_part, range(T)))
+                sorter.partition()
+                list(pool.map(sorter.sort_part, range(T)))
+                order = sorter.finish()
+                del sorter
+                self.stats.sort_seconds += time.monotonic() - t_sort
                 if top is not None and len(order) > top:
                     order = order[:top].copy()
                 runs.append(Run(blob, offs, counts, order))

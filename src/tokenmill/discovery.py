@@ -70,8 +70,8 @@ def load_dictionary(path) -> set[str]:
     return words
 
 
-def _alnum_chars(part):
-    return part, _spans.char_units(part, True)
+def _alnum_chars(part, ws=None):
+    return part, _spans.char_units(part, True, ws)
 
 
 def discover_words(inputs, output=None, spec: DiscoverSpec | None = None, **options) -> DiscoverResult:
@@ -115,8 +115,8 @@ def discover_words(inputs, output=None, spec: DiscoverSpec | None = None, **opti
             kept.add_counts(b"".join(enc), offs, np.ones(len(enc), dtype=np.int64))
 
         # 3. cut and count the pieces
-        def cut_pieces(part):
-            us, ue, se = _spans.char_units(part, True)
+        def cut_pieces(part, ws=None):
+            us, ue, se = _spans.char_units(part, True, ws)
             ps, pe = _spans.cut_units(kept, part, us, ue, se, order)
             return part, (ps, pe, np.array([len(ps)], dtype=np.int64))
 

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import codecs
+import gc
 import itertools
 import os
 import re
@@ -322,17 +323,26 @@ class Tokenizer:
                     for i, d in enumerate(data)]
         seeds = [_seed_state(base + i) for i in range(len(data))] if alpha >= 0 else None
         bounds = _block_bounds(data, num_threads)
-        if num_threads == 1 or len(bounds) <= 2:
-            return self._seg.encode_many(data, alpha, seeds).tolists()
-        job = ParallelEncode(self._seg, data, bounds, alpha, seeds)
-        workers = [threading.Thread(target=job.work, daemon=True) for _ in range(min(num_threads, len(bounds) - 1))]
-        for w in workers:
-            w.start()
+        # The result is one list per text: thousands of new containers, which would trigger
+        # the cyclic garbage collector again and again (full collections walk every live
+        # object). Lists of ints cannot form cycles, so it is paused while they are built.
+        paused = gc.isenabled()
+        gc.disable()
         try:
-            return job.collect()
-        finally:
+            if num_threads == 1 or len(bounds) <= 2:
+                return self._seg.encode_many(data, alpha, seeds).tolists()
+            job = ParallelEncode(self._seg, data, bounds, alpha, seeds)
+            workers = [threading.Thread(target=job.work, daemon=True) for _ in range(min(num_threads, len(bounds) - 1))]
             for w in workers:
-                w.join()
+                w.start()
+            try:
+                return job.collect()
+            finally:
+                for w in workers:
+                    w.join()
+        finally:
+            if paused:
+                gc.enable()
 
     # ------------------------------------------------------------------ decode
 
