@@ -454,7 +454,9 @@ class Trainer:
         sizes = sorted(set(spec.vocab_size), reverse=True)
         pruner = Pruner(spec, workers=self.workers)
         results = {}
-        base = pruner.initial(data)
+        with self._bar("prune", item_name="passes") as bar:
+            pruner.on_pass = lambda: bar.update(0, 1)
+            base = pruner.initial(data)
         self._phase("prune", t0)
         for size in sizes:
             # every size starts from the same pruned vocabulary: a run with several sizes
@@ -462,10 +464,17 @@ class Trainer:
             t0 = time.monotonic()
             target = size - nspecial
             if spec.refine:
-                start = pruner.shrink(base, int(math.ceil(target * spec.refine_factor)))
-                final = refine(start, data, target, spec, workers=self.workers)
+                with self._bar(f"vocab {size}: prune", item_name="passes") as bar:
+                    pruner.on_pass = lambda: bar.update(0, 1)
+                    start = pruner.shrink(base, int(math.ceil(target * spec.refine_factor)))
+                with self._bar(f"vocab {size}: refine", total_items=refine_rounds(len(start), target),
+                               item_name="rounds") as bar:
+                    final = refine(start, data, target, spec, workers=self.workers,
+                                   on_round=lambda: bar.update(0, 1))
             else:
-                final = pruner.shrink(base, target)
+                with self._bar(f"vocab {size}: prune", item_name="passes") as bar:
+                    pruner.on_pass = lambda: bar.update(0, 1)
+                    final = pruner.shrink(base, target)
             self._phase(f"vocab {size}", t0)
             results[size] = final
         t0 = time.monotonic()
@@ -558,6 +567,8 @@ class Pruner:
         self.spec = spec
         self.workers = workers
 
+    on_pass = staticmethod(lambda: None)   # called after every segmentation pass (progress)
+
     def split_into(self, keep_pieces, keep_counts, buf, ends, weights):
         """Counts of the kept pieces after adding ``weights[k]`` to the pieces of the best
         segmentation (by the kept pieces, scores log(count/total)) of each string k of
@@ -567,6 +578,7 @@ class Pruner:
             lat = _lattice.Lattice(keep_pieces)
             scores = np.log(out.astype(np.float64)) - math.log(float(out.sum()))
             out += _viterbi_freq(lat, scores, buf, ends, weights, len(keep_pieces), self.workers)
+            self.on_pass()
         return out
 
     def remove_wasted(self, pieces, counts):
@@ -577,6 +589,7 @@ class Pruner:
             lat = _lattice.Lattice(pieces)
             scores = np.log(counts.astype(np.float64)) - math.log(float(counts.sum()))
             new = _viterbi_freq(lat, scores, buf, ends, counts, len(pieces), self.workers)
+            self.on_pass()
             alive = new > 0
             if alive.all():
                 return pieces, new
@@ -667,8 +680,18 @@ def _viterbi_freq(lat, scores, buf, ends, weights, npieces, workers):
     return out
 
 
+def refine_rounds(start: int, target: int, shrink: float = 0.75) -> int:
+    """How many rounds :func:`refine` makes from ``start`` pieces down to ``target``."""
+    rounds, n = 1, start
+    while n > target:
+        n = max(target, int(n * shrink))
+        rounds += 1
+    return rounds
+
+
 def refine(start: Vocab, data, target: int, spec: TrainerSpec, workers: int = 1,
-           loss_kind: str | None = None, estimate: str | None = None, shrink: float = 0.75) -> Vocab:
+           loss_kind: str | None = None, estimate: str | None = None, shrink: float = 0.75,
+           on_round=None) -> Vocab:
     """Re-estimate scores on the corpus and prune by the cost of removing each piece, down to ``target``.
 
     ``data`` is ``(buf, ends, counts)``: the distinct pieces found by the n-gram LM and how often.
@@ -698,6 +721,8 @@ def refine(start: Vocab, data, target: int, spec: TrainerSpec, workers: int = 1,
                 expected = freq
             expected = np.maximum(expected, 0.5)   # keep every piece reachable (bytes included)
             scores = np.log(expected) - math.log(expected.sum())
+        if on_round is not None:
+            on_round()
         if len(pieces) <= target:
             break
         size = max(target, int(len(pieces) * shrink))
