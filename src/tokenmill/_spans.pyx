@@ -73,11 +73,6 @@ cdef inline uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) noexcept n
     return hash_final(fnv(FNV_OFFSET, p, n), n)
 
 
-def span_hash(bytes s):
-    """The 64-bit hash the tables use for ``s`` (for tests and debugging)."""
-    return hash_bytes(s, len(s))
-
-
 # ------------------------------------------------------------------------------- StrTable
 # One open-addressing table (linear probing) of byte strings -> int64 counts. The strings
 # live in an arena as [uint32 length][bytes]; a slot holds the full hash, the arena offset
@@ -614,14 +609,6 @@ cdef class Records:
         self.owner = None
         self.base = NULL
 
-    @property
-    def nbytes(self):
-        cdef Py_ssize_t total = 0
-        cdef int p
-        for p in range(self.nparts):
-            total += self.cap[p] * sizeof(Rec)
-        return total
-
     cdef inline int push(self, int p, uint64_t h, int64_t start, int64_t length) noexcept nogil:
         cdef Rec *r
         cdef Py_ssize_t c
@@ -844,14 +831,6 @@ cdef class SpanCounter:
         """``[(bytes, count)]`` in table order (for tests and small tables)."""
         blob, offs, counts = self.export(1)
         return [(bytes(blob[offs[k]:offs[k + 1]]), int(counts[k])) for k in range(len(counts))]
-
-    def clear(self):
-        """Release the tables' memory, keeping the hash ranges."""
-        cdef int i
-        for i in range(self.nshards):
-            if st_rebuild(&self.tables[i], 256, 0) != 0:
-                raise MemoryError()
-            self.tables[i].size = 0
 
 
 # ------------------------------------------------------------------------------ units

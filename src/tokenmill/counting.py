@@ -21,7 +21,6 @@ import heapq
 import os
 import re
 import struct
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _spans
-from .corpus.io import expand_inputs, input_size, compression_of, iter_documents, open_input, temp_name
+from .corpus.io import (compression_of, expand_inputs, input_size, iter_documents, open_input, prefetch,
+                        spool_stdin, temp_name)
 from .errors import InputError, TokenmillError
 from .spec import CountSpec, parse_size
 
@@ -53,15 +53,8 @@ class TextSource:
         self.field = field
         self._tmp = None
         if "-" in self.paths:
-            fd, name = tempfile.mkstemp(prefix=temp_name("stdin"))
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    block = sys.stdin.buffer.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-            self._tmp = name
-            self.paths = [name if p == "-" else p for p in self.paths]
+            self._tmp = spool_stdin()
+            self.paths = [self._tmp if p == "-" else p for p in self.paths]
 
     def close(self):
         if self._tmp is not None:
@@ -288,7 +281,6 @@ class PassStats:
     lines: int = 0
     units: int = 0
     distinct: int = 0
-    peak_tables: int = 0
     seconds: float = 0.0
     sort_seconds: float = 0.0      # export and sort of the counts (part of ``seconds``)
 
@@ -341,7 +333,7 @@ class PassCounter:
                 table.set_starts(starts)
                 label = self.label if passes == 1 else f"{self.label} (pass {passes})"
                 with Progress(label, total_bytes=total, item_name="lines", enabled=None if self.progress else False) as bar:
-                    for buf, lines in _prefetch(self.source.batches(self.batch_bytes)):
+                    for buf, lines in prefetch(self.source.batches(self.batch_bytes)):
                         parts = split_lines(buf, T)
 
                         def collect(k):
@@ -360,7 +352,6 @@ class PassCounter:
                         for r in records:
                             r.clear()
                         bar.update(len(buf) + 1, lines)
-                        self.stats.peak_tables = max(self.stats.peak_tables, table.nbytes)
                 starts = [hi for _, hi in table.ranges()]
                 self.stats.distinct += len(table)
                 t_sort = time.monotonic()
@@ -436,12 +427,6 @@ def _write_batch(out, strings, counts, space_byte):
     out.write(_spans.format_tsv(b"".join(strings), offs, np.asarray(counts, dtype=np.int64),
                                 np.arange(len(strings), dtype=np.int64), 0, len(strings), space_byte))
     return len(strings)
-
-
-def _prefetch(iterator, depth: int = 2):
-    from .trainer import _prefetch as prefetch
-
-    return prefetch(iterator, depth)
 
 
 # ------------------------------------------------------------------------------ the job

@@ -33,11 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import resource
-import sys
-import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _lattice, _ngram, _spans
+from .corpus.io import prefetch
 from .errors import InputError, TokenmillError
 from .spec import NormalizerSpec, TrainerSpec, parse_size
 
@@ -98,13 +95,9 @@ class Corpus:
             raise TypeError("train(): give paths (str) or documents (bytes), not a mix")
 
     def _spool_stdin(self):
-        fd, name = tempfile.mkstemp(prefix=".tokenmill-tmp-train-stdin-")
-        with os.fdopen(fd, "wb") as out:
-            while True:
-                block = sys.stdin.buffer.read(1 << 20)
-                if not block:
-                    break
-                out.write(block)
+        from .corpus.io import spool_stdin
+
+        name = spool_stdin()
         self._tmp = name
         self.paths = [name if p == "-" else p for p in self.paths]
         self._names = {name: "-"}
@@ -189,49 +182,6 @@ def _pack(docs):
     buf = b"".join(docs)
     ends = np.cumsum(np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs)))
     return buf, ends
-
-
-def _prefetch(iterator, depth: int = 2):
-    """Run ``iterator`` in a background thread, ``depth`` items ahead."""
-    q: queue.Queue = queue.Queue(depth)
-    stop = object()
-    failure = []
-    halt = threading.Event()
-
-    def run():
-        try:
-            for item in iterator:
-                while not halt.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if halt.is_set():
-                    return
-        except BaseException as exc:  # re-raised in the consumer
-            failure.append(exc)
-        finally:
-            while not halt.is_set():
-                try:
-                    q.put(stop, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is stop:
-                break
-            yield item
-    finally:
-        halt.set()
-        t.join()
-    if failure:
-        raise failure[0]
 
 
 # ----------------------------------------------------------------------------- results
@@ -363,7 +313,7 @@ class Trainer:
                 label = "count n-grams" if passes == 1 else f"count n-grams (pass {passes})"
                 with self._bar(label, total_bytes=corpus.total_bytes_hint() if corpus.sample == 1 else None,
                                item_name="docs") as bar:
-                    for buf, doc_ends in _prefetch(corpus.batches()):
+                    for buf, doc_ends in prefetch(corpus.batches()):
                         ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
                         list(pool.map(lambda part: table.count_bytes(buf, ends, part, T), range(T)))
                         if passes == 1:
@@ -414,7 +364,7 @@ class Trainer:
         pool = ThreadPoolExecutor(T)
         try:
             with self._bar("segment", total_bytes=self.stats.bytes or None, item_name="docs") as bar:
-                for buf, doc_ends in _prefetch(corpus.batches()):
+                for buf, doc_ends in prefetch(corpus.batches()):
                     ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
                     parts = _split_ranges(ends, T)
                     outs = list(pool.map(

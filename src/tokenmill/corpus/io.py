@@ -18,7 +18,9 @@ import glob
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 import shutil
 import socket
 import sys
@@ -218,6 +220,64 @@ def iter_documents(paths: Iterable[str | os.PathLike], field: str | None = None)
             if not isinstance(value, str):
                 raise InputError(path, f"field {field!r} is {type(value).__name__}, not a string", line=number)
             yield value.encode("utf-8", "surrogatepass")
+
+
+def prefetch(iterator, depth: int = 2):
+    """Run ``iterator`` in a background thread, ``depth`` items ahead."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = object()
+    failure = []
+    halt = threading.Event()
+
+    def run():
+        try:
+            for item in iterator:
+                while not halt.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if halt.is_set():
+                    return
+        except BaseException as exc:  # re-raised in the consumer
+            failure.append(exc)
+        finally:
+            while not halt.is_set():
+                try:
+                    q.put(stop, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is stop:
+                break
+            yield item
+    finally:
+        halt.set()
+        t.join()
+    if failure:
+        raise failure[0]
+
+
+def spool_stdin() -> str:
+    """Copy standard input to a temporary file (so that it can be read several times); return
+    its path. The name is one :func:`clean_litter` recognises if the process dies."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=temp_name("stdin") + "-")
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            block = sys.stdin.buffer.read(1 << 20)
+            if not block:
+                break
+            out.write(block)
+    return name
 
 
 def input_size(path: str | os.PathLike) -> int | None:
