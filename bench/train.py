@@ -113,6 +113,7 @@ print("BPT", json.dumps(out))
 TOOLS = {
     "tokenmill": ("tokenmill", "self", "", ".json"),
     "tokenmill-norefine": ("tokenmill", "self", ", refine=False", ".json"),
+    "tokenmill-order7": ("tokenmill", "self", ", order=7", ".json"),
     "tokenmill-em": ("tokenmill", "self", ", refine_loss='likelihood', refine_estimate='em'", ".json"),
     "sp-unigram": ("sp", "anchors", "", ".model"),
     "sp-unigram-fair": ("sp", "anchors", ", split_by_whitespace=False, max_sentencepiece_length=36", ".model"),
@@ -196,7 +197,13 @@ def main(argv=None):
     p.add_argument("--scaling", action="store_true", help="also tokenmill at 25/50/100%% of the train file")
     p.add_argument("--workdir", default=None, help="where models go (default: a temporary folder)")
     p.add_argument("--out", default=None, help="JSON results path")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
+                   help="an extra tokenmill tool with Trainer options, e.g. 'o7rf2=order=7, refine_factor=2.0' "
+                        "(then list NAME in --tools)")
     args = p.parse_args(argv)
+    for v in args.variant:
+        name, _, opts = v.partition("=")
+        TOOLS[name] = ("tokenmill", "self", ", " + opts, ".json")
     tools = [t for t in args.tools.split(",") if t]
     workdir = args.workdir or tempfile.mkdtemp(prefix="tokenmill-bench-train-")
     os.makedirs(workdir, exist_ok=True)

@@ -123,7 +123,7 @@ def test_trainer_matches_reference():
 
     pruner = Pruner(spec, workers=2)
     base = pruner.initial(data)
-    expected = ref.train_reference(docs, [420, 300], order=6)
+    expected = ref.train_reference(docs, [420, 300], order=spec.order, min_count=spec.min_count)
     for size in (420, 300):
         assert vocab_counts(pruner.shrink(base, size)) == expected[size]
 
@@ -161,7 +161,7 @@ def test_special_tokens_and_metadata(trained_small):
     assert tok.special_tokens == {"<pad>": 0, "<s>": 1}
     assert 300 < tok.vocab_size <= 600
     assert tok.trainer_options["vocab_size"] == [600]
-    assert tok.trainer_options["order"] == 6
+    assert tok.trainer_options["order"] == 7 and tok.trainer_options["min_count"] == 4
 
 
 def test_isolate_digits():

@@ -415,43 +415,58 @@ cdef void _collect(Shard *s, uint64_t min_count, uint64_t[:] ks, uint64_t[:] cs)
                 m += 1
 
 
+cdef struct LMSlot:
+    uint64_t key      # 0 = empty (a packed key always has a non-zero length byte)
+    double value
+
+
+cdef extern from *:
+    """
+    static inline uint64_t tm_fastrange64(uint64_t h, uint64_t n) {
+        return (uint64_t)(((unsigned __int128)h * n) >> 64);
+    }
+    """
+    uint64_t tm_fastrange64(uint64_t h, uint64_t n) nogil
+
+
 cdef class KeyMap:
     """Read-only map packed key -> float64 value (the n-gram language model's log-probabilities).
 
     Built from sorted or unsorted ``keys``/``values`` arrays; missing keys read as ``default``.
+    Open addressing with linear probing over ``n / 0.6`` slots (any capacity, not a power of
+    two: the home slot of a key is ``hash * capacity >> 64``), each slot holding its key and
+    value side by side so that a lookup touches one cache line.
     """
-    cdef uint64_t *keys
-    cdef double *values
-    cdef readonly uint64_t mask
+    cdef LMSlot *slots
+    cdef readonly uint64_t capacity
     cdef readonly uint64_t size
 
     def __cinit__(self, const uint64_t[:] keys, const double[:] values):
-        cdef uint64_t cap = 1024, i, j, k
+        cdef uint64_t i, j, k
         cdef uint64_t n = keys.shape[0]
-        while cap * 6 < n * 10:
-            cap <<= 1
-        self.keys = <uint64_t *> calloc(cap, sizeof(uint64_t))
-        self.values = <double *> calloc(cap, sizeof(double))
-        if self.keys == NULL or self.values == NULL:
+        cdef uint64_t cap = max(<uint64_t>1024, (n * 10) // 6 + 1)
+        self.slots = <LMSlot *> calloc(cap, sizeof(LMSlot))
+        if self.slots == NULL:
             raise MemoryError()
-        self.mask = cap - 1
+        self.capacity = cap
         self.size = n
         with nogil:
             for i in range(n):
                 k = keys[i]
-                j = mix64(k) & self.mask
-                while self.keys[j] != 0 and self.keys[j] != k:
-                    j = (j + 1) & self.mask
-                self.keys[j] = k
-                self.values[j] = values[i]
+                j = self.home(k)
+                while self.slots[j].key != 0 and self.slots[j].key != k:
+                    j += 1
+                    if j == cap:
+                        j = 0
+                self.slots[j].key = k
+                self.slots[j].value = values[i]
 
     def __dealloc__(self):
-        free(self.keys)
-        free(self.values)
+        free(self.slots)
 
     @property
     def nbytes(self):
-        return (self.mask + 1) * 16
+        return self.capacity * sizeof(LMSlot)
 
     def get(self, uint64_t key, double default=float("-inf")):
         cdef double v
@@ -459,24 +474,22 @@ cdef class KeyMap:
             return v
         return default
 
+    cdef inline uint64_t home(self, uint64_t key) noexcept nogil:
+        return tm_fastrange64(mix64(key), self.capacity)
+
     cdef inline bint lookup_from(self, uint64_t key, uint64_t j, double *out) noexcept nogil:
         while True:
-            if self.keys[j] == key:
-                out[0] = self.values[j]
+            if self.slots[j].key == key:
+                out[0] = self.slots[j].value
                 return True
-            if self.keys[j] == 0:
+            if self.slots[j].key == 0:
                 return False
-            j = (j + 1) & self.mask
+            j += 1
+            if j == self.capacity:
+                j = 0
 
     cdef inline bint lookup(self, uint64_t key, double *out) noexcept nogil:
-        cdef uint64_t j = mix64(key) & self.mask
-        while True:
-            if self.keys[j] == key:
-                out[0] = self.values[j]
-                return True
-            if self.keys[j] == 0:
-                return False
-            j = (j + 1) & self.mask
+        return self.lookup_from(key, self.home(key), out)
 
 
 # ----------------------------------------------------------------------------------------
@@ -618,9 +631,9 @@ def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
                             continue
                         key = (key >> 8) | ((<uint64_t> buf[start + i - j]) << 56)
                         kb[nb] = key | <uint64_t>(j + 1)
-                        sb[nb] = mix64(kb[nb]) & lm.mask
+                        sb[nb] = lm.home(kb[nb])
                         ib[nb] = <int>(i * O + j)
-                        __builtin_prefetch(&lm.keys[sb[nb]], 0, 1)
+                        __builtin_prefetch(&lm.slots[sb[nb]], 0, 1)
                         nb += 1
                 for q in range(nb):
                     if lm.lookup_from(kb[q], sb[q], &node):
@@ -701,18 +714,18 @@ def lm_from_counts(const uint64_t[:] keys, const uint64_t[:] counts, const doubl
     cdef double pv
     with nogil:
         for L in range(7, 1, -1):
-            for j in range(m.mask + 1):
-                key = m.keys[j]
+            for j in range(m.capacity):
+                key = m.slots[j].key
                 if key == 0 or <int>(key & 0xFF) != L:
                     continue
                 if L == 2:
-                    m.values[j] = m.values[j] - unigram_log_counts[key >> 56]
+                    m.slots[j].value = m.slots[j].value - unigram_log_counts[key >> 56]
                 else:
                     prefix = (key & ~((0x100ULL << (64 - 8 * L)) - 1)) | <uint64_t>(L - 1)
                     if not m.lookup(prefix, &pv):
                         bad = 1
                         break
-                    m.values[j] = m.values[j] - pv
+                    m.slots[j].value = m.slots[j].value - pv
             if bad:
                 break
     if bad:

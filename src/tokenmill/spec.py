@@ -195,9 +195,9 @@ class TrainerSpec(Spec):
 
     vocab_size: list = option([8000], "vocabulary size(s), special tokens included; several sizes "
                                       "come from one run, largest first", metavar="N")
-    order: int = option(6, "longest byte n-gram of the language model used to find pieces (1 to 7)",
+    order: int = option(7, "longest byte n-gram of the language model used to find pieces (1 to 7)",
                         metavar="N")
-    min_count: int = option(2, "n-grams (n >= 2) and pieces seen fewer times are dropped", metavar="N")
+    min_count: int = option(4, "n-grams (n >= 2) and pieces seen fewer times are dropped", metavar="N")
     max_piece_length: int = option(36, "longest piece, in bytes", metavar="N")
     ensure_unicode: bool = option(True, "a multi-byte piece never starts inside a UTF-8 character, so "
                                         "every piece of valid UTF-8 text is valid UTF-8")

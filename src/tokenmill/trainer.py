@@ -48,7 +48,7 @@ from .spec import NormalizerSpec, TrainerSpec, parse_size
 BATCH_BYTES = 1 << 20          # documents are processed in batches of about this many bytes
 MAX_CHUNK = 32768              # longest chunk (bytes) the n-gram Viterbi sees; longer ones are cut
 _BASE_MEMORY = 48 << 20        # interpreter, numpy, batches in flight: not available to tables
-_LM_BYTES_PER_KEY = 72         # kept n-gram arrays (16) + the LM hash table (at most 53) + slack
+_LM_BYTES_PER_KEY = 52         # kept n-gram arrays (16) + LM table (16 / 0.6) + its log values while built (8)
 RUNTIME_OPTIONS = ("workers", "progress", "memory")   # never change the model: not stored in it
 SHARDS = 64                    # n-gram table shards (fixed: the model never depends on threads)
 
