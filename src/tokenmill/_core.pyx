@@ -794,8 +794,8 @@ cdef class ParallelEncode:
     finished blocks into Python lists, in order, so that the GIL-bound list building overlaps
     with encoding instead of stalling the workers::
 
-        job = ParallelEncode(seg, texts, bounds, alpha, seeds)
-        threads = [threading.Thread(target=job.work) for _ in range(n)]
+        job = ParallelEncode(seg, texts, n, alpha, seeds)
+        threads = [threading.Thread(target=job.work) for _ in range(n - 1)]   # + this thread
         for t in threads: t.start()
         lists = job.collect()
         for t in threads: t.join()
@@ -837,90 +837,130 @@ cdef class ParallelEncode:
         free(self.starts)
         free(self.state)
 
-    def __init__(self, Segmenter seg, list texts, list bounds, double alpha=-1.0, seeds=None):
-        """``bounds``: block boundaries ``[0, ..., len(texts)]``; ``seeds``: one per text
-        (used when ``alpha >= 0``)."""
-        cdef Py_ssize_t k, n = len(texts)
+    def __init__(self, Segmenter seg, list texts, int num_threads, double alpha=-1.0, seeds=None,
+                 Py_ssize_t max_block=1 << 18, Py_ssize_t min_block=1 << 14):
+        """Cut ``texts`` (bytes) into contiguous blocks of about equal size (text bytes + 16
+        per text), several per thread so that the threads finish together: ``total / (8 *
+        num_threads)`` bytes each, clamped to ``[min_block, max_block]``. ``seeds``: one per
+        text (used when ``alpha >= 0``)."""
+        cdef Py_ssize_t k, n = len(texts), total = 0, target, size, nb
         self.seg = seg
         self.texts = texts
         self.alpha = alpha
         self.n = n
-        if len(bounds) < 2 or bounds[0] != 0 or bounds[len(bounds) - 1] != n or sorted(bounds) != bounds:
-            raise ValueError("bounds must run from 0 to len(texts), ascending")
+        if num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
         if alpha >= 0 and seeds is not None and len(seeds) != n:
             raise ValueError("need one seed per text")
         self.ptrs = <const uint8_t**> malloc((n + 1) * sizeof(uint8_t*))
         self.lens = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
         self.seeds = <uint64_t*> malloc((n + 1) * sizeof(uint64_t))
         self.starts = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
-        nb = len(bounds) - 1
-        self.block_lo = <Py_ssize_t*> malloc((nb + 1) * sizeof(Py_ssize_t))
-        self.bufs = <IntBuf*> malloc((nb + 1) * sizeof(IntBuf))
-        self.state = <int*> malloc((nb + 1) * sizeof(int))
+        self.block_lo = <Py_ssize_t*> malloc((n + 2) * sizeof(Py_ssize_t))
         if (self.ptrs == NULL or self.lens == NULL or self.seeds == NULL or self.starts == NULL
-                or self.block_lo == NULL or self.bufs == NULL or self.state == NULL):
+                or self.block_lo == NULL):
             raise MemoryError()
-        self.n_blocks = nb
-        for k in range(nb + 1):
-            self.block_lo[k] = bounds[k]
-            self.bufs[k].data = NULL
-            self.bufs[k].size = 0
-            self.bufs[k].cap = 0
-            self.state[k] = 0
         for k in range(n):
             item = texts[k]
             if type(item) is not bytes:
                 raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes")
             self.ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
             self.lens[k] = PyBytes_GET_SIZE(item)
+            total += self.lens[k] + 16
             self.seeds[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
+        target = total // (num_threads * 8) + 1
+        target = min(target, max_block)
+        target = max(target, min_block)
+        nb = 0
+        self.block_lo[0] = 0
+        size = 0
+        for k in range(n):
+            size += self.lens[k] + 16
+            if size >= target:
+                nb += 1
+                self.block_lo[nb] = k + 1
+                size = 0
+        if self.block_lo[nb] != n:
+            nb += 1
+            self.block_lo[nb] = n
+        self.bufs = <IntBuf*> malloc((nb + 1) * sizeof(IntBuf))
+        self.state = <int*> malloc((nb + 1) * sizeof(int))
+        if self.bufs == NULL or self.state == NULL:
+            raise MemoryError()
+        self.n_blocks = nb
+        for k in range(nb + 1):
+            self.bufs[k].data = NULL
+            self.bufs[k].size = 0
+            self.bufs[k].cap = 0
+            self.state[k] = 0
         self.next_block = 0
+
+    @property
+    def blocks(self):
+        """Number of blocks (units of work)."""
+        return self.n_blocks
 
     def work(self):
         """Run by each worker thread: encode blocks until none is left (without the GIL)."""
         with nogil:
             self._work()
 
+    cdef bint _claim_and_encode(self, Work* w) noexcept nogil:
+        """Claim the next unclaimed block and encode it; False when none is left."""
+        cdef long b = tm_fetch_add(&self.next_block, 1)
+        cdef Py_ssize_t k
+        cdef int rc = 0
+        if b >= self.n_blocks:
+            return False
+        for k in range(self.block_lo[b], self.block_lo[b + 1]):
+            w.rng = self.seeds[k]
+            self.starts[k] = self.bufs[b].size
+            rc = encode_text(&self.seg.m, self.ptrs[k], self.lens[k], self.alpha, w, &self.bufs[b])
+            if rc < 0:
+                break
+        tm_store(&self.state[b], 1 if rc == 0 else -1)
+        return True
+
     cdef void _work(self) noexcept nogil:
         cdef Work w
-        cdef long b
-        cdef Py_ssize_t k
-        cdef int rc
         w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
-        while True:
-            b = tm_fetch_add(&self.next_block, 1)
-            if b >= self.n_blocks:
-                break
-            rc = 0
-            for k in range(self.block_lo[b], self.block_lo[b + 1]):
-                w.rng = self.seeds[k]
-                self.starts[k] = self.bufs[b].size
-                rc = encode_text(&self.seg.m, self.ptrs[k], self.lens[k], self.alpha, &w, &self.bufs[b])
-                if rc < 0:
-                    break
-            tm_store(&self.state[b], 1 if rc == 0 else -1)
+        while self._claim_and_encode(&w):
+            pass
         work_free(&w)
 
     def collect(self):
-        """One list of ids per text, in order; waits for each block as needed."""
+        """One list of ids per text, in order. The calling thread encodes blocks too: while
+        the next block in order is not finished, it claims and encodes an unclaimed one (so
+        ``n`` threads need only ``n - 1`` workers), and only when every block is claimed does
+        it wait for the workers."""
         cdef list out = PyList_New(self.n)
         cdef Py_ssize_t b, k, end
         cdef object item
-        for b in range(self.n_blocks):
-            with nogil:
-                while tm_load(&self.state[b]) == 0:
-                    usleep(20)
-            if self.state[b] < 0:
-                raise MemoryError()
-            for k in range(self.block_lo[b], self.block_lo[b + 1]):
-                end = self.starts[k + 1] if k + 1 < self.block_lo[b + 1] else self.bufs[b].size
-                item = self.seg._to_list(self.bufs[b].data + self.starts[k], end - self.starts[k])
-                Py_INCREF(item)
-                PyList_SET_ITEM(out, k, item)
-            free(self.bufs[b].data)
-            self.bufs[b].data = NULL
-            self.bufs[b].size = 0
-            self.bufs[b].cap = 0
+        cdef Work w
+        cdef bint more = True
+        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+        try:
+            for b in range(self.n_blocks):
+                if tm_load(&self.state[b]) == 0:
+                    with nogil:
+                        while tm_load(&self.state[b]) == 0:
+                            if more:
+                                more = self._claim_and_encode(&w)
+                            else:
+                                usleep(50)
+                if self.state[b] < 0:
+                    raise MemoryError()
+                for k in range(self.block_lo[b], self.block_lo[b + 1]):
+                    end = self.starts[k + 1] if k + 1 < self.block_lo[b + 1] else self.bufs[b].size
+                    item = self.seg._to_list(self.bufs[b].data + self.starts[k], end - self.starts[k])
+                    Py_INCREF(item)
+                    PyList_SET_ITEM(out, k, item)
+                free(self.bufs[b].data)
+                self.bufs[b].data = NULL
+                self.bufs[b].size = 0
+                self.bufs[b].cap = 0
+        finally:
+            work_free(&w)
         return out
 
 

@@ -314,7 +314,8 @@ class Tokenizer:
         if num_threads < 1:
             raise ValueError("num_threads must be >= 1")
         if self._normal_form is None:
-            data = [t.encode("utf-8", "surrogatepass") if type(t) is str else self._to_bytes(t) for t in texts]
+            data = [t if type(t) is bytes else t.encode("utf-8", "surrogatepass") if type(t) is str
+                    else self._to_bytes(t) for t in texts]
         else:
             data = [self._to_bytes(t) for t in texts]
         base = self._call_seed(seed) if alpha >= 0 else 0
@@ -322,17 +323,20 @@ class Tokenizer:
             return [self._encode_bytes(d, alpha, _seed_state(base + i) if alpha >= 0 else 0, regex)
                     for i, d in enumerate(data)]
         seeds = [_seed_state(base + i) for i in range(len(data))] if alpha >= 0 else None
-        bounds = _block_bounds(data, num_threads)
         # The result is one list per text: thousands of new containers, which would trigger
         # the cyclic garbage collector again and again (full collections walk every live
         # object). Lists of ints cannot form cycles, so it is paused while they are built.
         paused = gc.isenabled()
         gc.disable()
         try:
-            if num_threads == 1 or len(bounds) <= 2:
+            if num_threads == 1:
                 return self._seg.encode_many(data, alpha, seeds).tolists()
-            job = ParallelEncode(self._seg, data, bounds, alpha, seeds)
-            workers = [threading.Thread(target=job.work, daemon=True) for _ in range(min(num_threads, len(bounds) - 1))]
+            job = ParallelEncode(self._seg, data, num_threads, alpha, seeds, _BATCH_BLOCK_BYTES)
+            if job.blocks < 2:
+                return self._seg.encode_many(data, alpha, seeds).tolists()
+            # this thread encodes too (see ParallelEncode.collect): num_threads - 1 helpers
+            helpers = min(num_threads, job.blocks) - 1
+            workers = [threading.Thread(target=job.work, daemon=True) for _ in range(helpers)]
             for w in workers:
                 w.start()
             try:
@@ -386,20 +390,3 @@ class StreamDecoder:
     def flush(self) -> str:
         """End of stream: whatever is held back, decoded with the ``errors`` policy."""
         return self._decoder.decode(b"", final=True)
-
-
-def _block_bounds(data: list[bytes], num_threads: int) -> list[int]:
-    """Block boundaries ``[0, ..., len(data)]``: contiguous runs of roughly equal byte size,
-    several per thread so that the threads finish together."""
-    total = sum(map(len, data)) + 16 * len(data)
-    target = max(min(_BATCH_BLOCK_BYTES, total // (num_threads * 8) + 1), 1 << 14)
-    bounds = [0]
-    size = 0
-    for i, d in enumerate(data):
-        size += len(d) + 16
-        if size >= target:
-            bounds.append(i + 1)
-            size = 0
-    if bounds[-1] != len(data):
-        bounds.append(len(data))
-    return bounds
