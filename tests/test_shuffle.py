@@ -83,6 +83,35 @@ def test_output_is_exactly_the_reference_algorithm(tmp_path, memory, buckets, wo
     assert litter(tmp_path) == []
 
 
+@pytest.mark.parametrize("layout", ["one file", "no final newline", "two files", "gz"])
+def test_in_memory_paths_agree(tmp_path, monkeypatch, layout):
+    """One plain file is shuffled from a read-only mapping of it; other inputs are read into
+    memory. Both give the reference's output, and the mapping is really used for one file."""
+    lines = random_lines(20_000, 3)
+    data = b"".join(lines)
+    if layout == "no final newline":
+        srcs = [write(tmp_path / "in.txt", data[:-1])]
+    elif layout == "two files":
+        srcs = [write(tmp_path / "a.txt", b"".join(lines[:7000])), write(tmp_path / "b.txt", b"".join(lines[7000:]))]
+    elif layout == "gz":
+        srcs = [write(tmp_path / "in.txt.gz", data)]
+    else:
+        srcs = [write(tmp_path / "in.txt", data)]
+    mapped = []
+    original = shuffle_mod._Shuffle._shuffle_mapped
+
+    def spy(self, *args):
+        mapped.append(True)
+        return original(self, *args)
+
+    monkeypatch.setattr(shuffle_mod._Shuffle, "_shuffle_mapped", spy)
+    r = shuffle(srcs, tmp_path / "out.txt", memory="64M", seed=5, progress=False)
+    expected = ref.reference_shuffle(lines, 5, r.root_buckets, r.max_bucket_cost, r.target_bucket_cost)
+    assert r.in_memory and (tmp_path / "out.txt").read_bytes() == b"".join(expected)
+    assert bool(mapped) == (layout == "one file")
+    assert litter(tmp_path) == []
+
+
 def test_kernel_matches_reference_primitives():
     from tokenmill.corpus import _shuffle as k
     for z in (0, 1, 2**63, 2**64 - 1, 12345):
@@ -92,6 +121,23 @@ def test_kernel_matches_reference_primitives():
     a = np.arange(50, dtype=np.int64)
     k.fisher_yates(a, 50, 1234)
     assert a.tolist() == ref.fisher_yates(list(range(50)), 1234)
+
+
+def test_line_index_handles_lines_past_the_length_field():
+    """Loaded buckets index each line by start and length (24 bits); longer lines are found by
+    searching for their newline."""
+    from tokenmill.corpus import _shuffle as k
+    long = b"x" * ((1 << 24) + 5) + b"\n"
+    buf = np.frombuffer(b"ab\n" + long + b"\n" + b"c" * ((1 << 24) - 2) + b"\n", np.uint8)
+    starts = np.empty(4, np.int64)
+    assert k.index_lines(buf, buf.size, starts) == 4
+    spans = [k.line_span(buf, buf.size, int(e)) for e in starts]
+    assert spans == [(0, 3), (3, 3 + len(long)), (3 + len(long), 4 + len(long)), (4 + len(long), buf.size)]
+    out = np.empty(buf.size, np.uint8)
+    order = starts[[3, 0, 2, 1]].copy()
+    assert k.gather(buf, buf.size, order, 0, 4, out) == (4, buf.size)
+    pieces = [bytes(buf[s:e]) for s, e in (spans[3], spans[0], spans[2], spans[1])]
+    assert out.tobytes() == b"".join(pieces)
 
 
 def test_workers_never_change_the_output(tmp_path):

@@ -48,13 +48,16 @@ def last_newline(const uint8_t[::1] buf, Py_ssize_t n):
 
 
 def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t first_index, uint64_t k,
-                  uint8_t[::1] out, int64_t[::1] offsets, int64_t[::1] lines):
+                  uint8_t[::1] out, int64_t[::1] offsets, int64_t[::1] lines, int64_t[::1] scratch=None):
     """Counting-sort the lines of ``buf[:n]`` by bucket into ``out``.
 
     Line ``j`` of the chunk has global index ``first_index + j`` and goes to bucket
     ``bucket_of(key, first_index + j, k)``; lines keep their order inside a bucket. On return
     ``out[offsets[b]:offsets[b + 1]]`` holds bucket ``b`` and ``lines[b]`` its line count
     (``offsets`` has k + 1 entries, ``lines`` k). Returns the number of lines.
+
+    ``scratch`` (optional, reused between calls) remembers the length and bucket of up to its
+    size lines from the counting pass, so that the copying pass need not search for them again.
 
     Example: with k = 1 the chunk is copied unchanged and ``offsets == [0, n]``.
     """
@@ -68,6 +71,8 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
         raise ValueError("scatter_chunk: output arrays too small")
     if buf[n - 1] != 10:
         raise ValueError("scatter_chunk: chunk must end with a newline")
+    if k >= (1 << 24):
+        raise ValueError("scatter_chunk: too many buckets")
     cdef const uint8_t* base = &buf[0]
     cdef const uint8_t* p
     cdef const uint8_t* end = base + n
@@ -76,7 +81,9 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
     cdef int64_t idx
     cdef int64_t length
     cdef uint64_t b2
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, m = 0, noted = 0
+    cdef Py_ssize_t cap = scratch.shape[0] if scratch is not None else 0
+    cdef int64_t* note = &scratch[0] if cap > 0 else NULL
     cdef int64_t* pos = <int64_t*> malloc((k + 1) * sizeof(int64_t))
     if pos == NULL:
         raise MemoryError()
@@ -92,6 +99,9 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
             q = <const uint8_t*> memchr(p, 10, end - p)
             length = q - p + 1
             b2 = tm_mix64(<uint64_t>key + (<uint64_t>idx + 1) * TM_GAMMA) % k
+            if noted < cap:
+                note[noted] = (length << 24) | <int64_t>b2
+                noted += 1
             pos[b2 + 1] += length
             lines[b2] += 1
             idx += 1
@@ -102,7 +112,13 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
             offsets[i] = pos[i]
         # pass 2: copy every line to its bucket's next free position
         p = base
-        idx = first_index
+        for i in range(noted):
+            length = note[i] >> 24
+            b2 = <uint64_t>(note[i] & 0xFFFFFF)
+            memcpy(dst + pos[b2], p, length)
+            pos[b2] += length
+            p += length
+        idx = first_index + noted
         while p < end:
             q = <const uint8_t*> memchr(p, 10, end - p)
             length = q - p + 1
@@ -115,10 +131,25 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
     return idx - first_index
 
 
-def index_lines(const uint8_t[::1] buf, Py_ssize_t n, int64_t[::1] starts):
-    """Write the start offset of every line of ``buf[:n]`` into ``starts``; return the count.
+# A line of a loaded bucket is indexed by one int64: its start offset in the high 40 bits and its
+# length in the low 24 (LEN_MASK when it is that long or longer: then its end is searched for).
+DEF LEN_BITS = 24
+DEF LEN_MASK = 0xFFFFFF
 
-    ``index_lines(b"ab\\n\\nc\\n", 6, s) -> 3`` with ``s[:3] == [0, 3, 4]``.
+
+cdef inline int64_t line_end(const uint8_t* base, Py_ssize_t n, int64_t entry) noexcept nogil:
+    cdef int64_t s = entry >> LEN_BITS
+    cdef int64_t length = entry & LEN_MASK
+    if length != LEN_MASK:
+        return s + length
+    return (<const uint8_t*> memchr(base + s, 10, n - s) - base) + 1
+
+
+def index_lines(const uint8_t[::1] buf, Py_ssize_t n, int64_t[::1] starts):
+    """Index every line of ``buf[:n]`` into ``starts`` (``start << 24 | min(length, 2**24 - 1)``,
+    see :func:`line_span`); return the count.
+
+    ``index_lines(b"ab\n\nc\n", 6, s) -> 3`` with ``s[:3] >> 24 == [0, 3, 4]``.
     """
     cdef Py_ssize_t count = 0
     cdef Py_ssize_t cap = starts.shape[0]
@@ -126,18 +157,22 @@ def index_lines(const uint8_t[::1] buf, Py_ssize_t n, int64_t[::1] starts):
     cdef const uint8_t* p
     cdef const uint8_t* q
     cdef const uint8_t* end
+    cdef int64_t length
     if n == 0:
         return 0
     if buf[n - 1] != 10:
         raise ValueError("index_lines: buffer must end with a newline")
+    if n >= (<int64_t>1 << (63 - LEN_BITS)):
+        raise ValueError("index_lines: buffer too large")
     base = &buf[0]
     p = base
     end = base + n
     with nogil:
         while p < end and count < cap:
-            starts[count] = p - base
-            count += 1
             q = <const uint8_t*> memchr(p, 10, end - p)
+            length = q - p + 1
+            starts[count] = ((p - base) << LEN_BITS) | (length if length < LEN_MASK else LEN_MASK)
+            count += 1
             p = q + 1
     if p < end:
         raise ValueError("index_lines: starts array too small")
@@ -163,8 +198,9 @@ def fisher_yates(int64_t[::1] a, Py_ssize_t n, uint64_t key):
 
 def gather(const uint8_t[::1] buf, Py_ssize_t n, const int64_t[::1] starts, Py_ssize_t i, Py_ssize_t stop,
            uint8_t[::1] out):
-    """Copy lines ``starts[i]``, ``starts[i+1]``, ... (each running to its newline in ``buf[:n]``)
-    into ``out`` until line ``stop`` or until the next line does not fit.
+    """Copy the lines indexed by ``starts[i]``, ``starts[i+1]``, ... (entries of
+    :func:`index_lines` for ``buf[:n]``) into ``out`` until line ``stop`` or until the next line
+    does not fit.
 
     Returns ``(next_i, used_bytes)``; ``used_bytes == 0`` with ``next_i < stop`` means the line
     at ``next_i`` is larger than ``out`` (see :func:`line_span`).
@@ -172,30 +208,26 @@ def gather(const uint8_t[::1] buf, Py_ssize_t n, const int64_t[::1] starts, Py_s
     cdef Py_ssize_t used = 0
     cdef Py_ssize_t cap = out.shape[0]
     cdef const uint8_t* base
-    cdef const uint8_t* q
-    cdef int64_t s, length
+    cdef int64_t s, e
     if i >= stop:
         return i, 0
     base = &buf[0]
     cdef uint8_t* dst = &out[0]
     with nogil:
         while i < stop:
-            s = starts[i]
-            q = <const uint8_t*> memchr(base + s, 10, n - s)
-            length = (q - base) - s + 1
-            if used + length > cap:
+            s = starts[i] >> LEN_BITS
+            e = line_end(base, n, starts[i])
+            if used + (e - s) > cap:
                 break
-            memcpy(dst + used, base + s, length)
-            used += length
+            memcpy(dst + used, base + s, e - s)
+            used += e - s
             i += 1
     return i, used
 
 
-def line_span(const uint8_t[::1] buf, Py_ssize_t n, Py_ssize_t start):
-    """``(start, end)`` of the line beginning at ``start`` (end is one past its newline)."""
-    cdef const uint8_t* base = &buf[0]
-    cdef const uint8_t* q = <const uint8_t*> memchr(base + start, 10, n - start)
-    return start, (q - base) + 1
+def line_span(const uint8_t[::1] buf, Py_ssize_t n, int64_t entry):
+    """``(start, end)`` of the line indexed by ``entry`` (end is one past its newline)."""
+    return entry >> LEN_BITS, line_end(&buf[0], n, entry)
 
 
 def count_lines(const uint8_t[::1] buf, Py_ssize_t n):

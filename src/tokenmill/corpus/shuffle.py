@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno as errno_mod
+import mmap
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -265,8 +267,10 @@ def _write_file(f, view, path: str) -> None:
         raise OSError(exc.errno, exc.strerror, path) from None
 
 
-def _read_file(path: str, n_bytes: int) -> np.ndarray:
-    buf = np.empty(max(1, n_bytes), np.uint8)
+def _read_file(path: str, n_bytes: int, buf: np.ndarray | None = None) -> np.ndarray:
+    """The first ``n_bytes`` of ``path``, read into ``buf`` (at least that large) or a new array."""
+    if buf is None:
+        buf = np.empty(max(1, n_bytes), np.uint8)
     view = memoryview(buf)[:n_bytes]
     try:
         with open(path, "rb", buffering=0) as f:
@@ -343,6 +347,7 @@ def _scatter(chunks, reader: _ChunkReader, scatter: _Scatter, key: int, plan: _P
     pending = None
     pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmill-shuffle-writer") if writer_threads else None
     spare = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+    scratch = np.zeros(max(1024, plan.chunk // 64), np.int64)  # 8 B per noted line: 1/8 of a chunk
     try:
         for buf, n in chunks:
             out = spare.pop()
@@ -350,7 +355,7 @@ def _scatter(chunks, reader: _ChunkReader, scatter: _Scatter, key: int, plan: _P
                 out = np.empty(max(n, plan.chunk), np.uint8)
             offsets = np.empty(k + 1, np.int64)
             lines = np.empty(k, np.int64)
-            m = _k.scatter_chunk(buf, n, key, index, k, out, offsets, lines)
+            m = _k.scatter_chunk(buf, n, key, index, k, out, offsets, lines, scratch)
             reader.release(buf)
             index += m
             if pending is not None:
@@ -441,9 +446,11 @@ class _Sink:
             i = j
 
 
-def _shuffle_leaf(buf, node: _Node, seed: int):
-    """Index and Fisher-Yates the lines of a loaded bucket; returns the shuffled start offsets."""
-    starts = np.empty(max(1, node.n_lines), np.int64)
+def _shuffle_leaf(buf, node: _Node, seed: int, starts: np.ndarray | None = None):
+    """Index and Fisher-Yates the lines of a loaded bucket; returns the shuffled start offsets
+    (in ``starts`` if given: at least ``node.n_lines`` long)."""
+    if starts is None:
+        starts = np.empty(max(1, node.n_lines), np.int64)
     count = _k.index_lines(buf, node.n_bytes, starts)
     if count != node.n_lines:
         raise OSError(errno_mod.EIO, "temporary bucket file changed under us", node.file)
@@ -451,13 +458,59 @@ def _shuffle_leaf(buf, node: _Node, seed: int):
     return starts
 
 
-def _load_leaf(node: _Node, seed: int):
-    buf = _read_file(node.file, node.n_bytes)
+class _LeafBuffers:
+    """Arrays for loaded buckets (bytes and line offsets), reused from bucket to bucket.
+
+    A fresh array per bucket would be paged in and zeroed by the kernel every time, all the
+    input once more; reused arrays keep their pages. Buckets in use at once (the one being
+    written and the one loaded ahead) never cost more than ``limit`` together, and neither do
+    the arrays: one taken for a bucket is cut down to that bucket's size when keeping it
+    larger would exceed ``limit`` alongside the arrays in use (callers load a bucket ahead only
+    if ``in_use`` plus its cost is within ``limit``).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.spare: list = []        # (bytes array, offsets array) not in use
+        self.in_use = 0              # capacity, in bytes, of the arrays handed out
+
+    @staticmethod
+    def _cost(pair) -> int:
+        return pair[0].nbytes + pair[1].nbytes
+
+    def take(self, n_bytes: int, n_lines: int):
+        n_bytes, n_lines = max(1, n_bytes), max(1, n_lines)
+        with self.lock:
+            pair = self.spare.pop() if self.spare else None
+            self.spare.clear()       # at most one spare is ever kept
+            if pair is not None:
+                fits = pair[0].size >= n_bytes and pair[1].size >= n_lines
+                if not fits or self.in_use + self._cost(pair) > self.limit:
+                    pair = None      # dropped before the new arrays are made
+            if pair is None:
+                pair = (np.empty(n_bytes, np.uint8), np.empty(n_lines, np.int64))
+            self.in_use += self._cost(pair)
+            return pair
+
+    def give_back(self, pair) -> None:
+        with self.lock:
+            self.in_use -= self._cost(pair)
+            self.spare.append(pair)
+
+
+def _load_leaf(node: _Node, seed: int, buffers: _LeafBuffers):
+    pair = buffers.take(node.n_bytes, node.n_lines)
     try:
-        os.unlink(node.file)  # frees temp space as the output grows
-    except OSError:
-        pass
-    return buf, _shuffle_leaf(buf, node, seed)
+        buf = _read_file(node.file, node.n_bytes, pair[0])
+        try:
+            os.unlink(node.file)  # frees temp space as the output grows
+        except OSError:
+            pass
+        return pair, _shuffle_leaf(buf, node, seed, pair[1])
+    except BaseException:
+        buffers.give_back(pair)
+        raise
 
 
 # ------------------------------------------------------------------------------ safety checks
@@ -582,6 +635,10 @@ class _Shuffle:
                 if need_out:
                     _check_space(self.out_dir, need_out, "the output")
         self.root_k = k
+        if k == 1 and self.spec.buckets is None:
+            mapped = self._map_single_input()
+            if mapped is not None:
+                return self._shuffle_mapped(mapped, t0)
         reader = _ChunkReader(self.inputs, plan.chunk, plan.max_line, self.spec.memory, self.stop)
         chunks = _threaded(iter(reader), self.stop) if self.workers > 1 else iter(reader)
         total_plain = est if est is not None and all(tio.compression_of(p) is None for p in self.inputs) else None
@@ -619,6 +676,56 @@ class _Shuffle:
             rescattered=self.rescattered, in_memory=self.tempdir is None, max_bucket_cost=plan.max_cost,
             target_bucket_cost=plan.target, seed=self.seed)
         return result
+
+    # -- in memory, straight from the page cache
+    def _map_single_input(self):
+        """``[mmap, array, lines]`` when the input is one plain regular file that ends with a
+        newline and fits the budget, else None (the general path then reads it).
+
+        Shuffling from a read-only mapping of the file skips copying it into fresh memory
+        (which the kernel would first have to zero); the output is the same bytes, since the
+        same buffer is shuffled with the same keys.
+        """
+        if len(self.inputs) != 1 or self.inputs[0] == "-" or tio.compression_of(self.inputs[0]):
+            return None
+        path = self.inputs[0]
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode) or st.st_size == 0 or st.st_size > self.plan.max_cost:
+                    return None
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None  # the general path reports unreadable inputs
+        buf = np.frombuffer(mm, np.uint8)
+        n = buf.size
+        lines = _k.count_lines(buf, n) if buf[n - 1] == 10 else -1
+        if lines < 0 or ref.bucket_cost(n, lines) > self.plan.max_cost:
+            del buf
+            mm.close()
+            return None
+        return [mm, buf, lines]
+
+    def _shuffle_mapped(self, mapped: list, t0) -> ShuffleResult:
+        mm, buf, lines = mapped
+        mapped.clear()  # the mapping closes only when no array refers to it
+        node = _Node((0,), None, buf.size, lines)
+        try:
+            with tio.AtomicOutputs(fsync=FSYNC) as outs:
+                level = self.plan.xz_preset if tio.compression_of(self.output) == "xz" else None
+                sink = _Sink(self.output, lines, self.spec, self.plan.gather, outs, level)
+                with self._bar("shuffle", buf.size) as bar:
+                    starts = _shuffle_leaf(buf, node, self.seed)
+                    sink.write_leaf(buf, node.n_bytes, starts, lines, bar)
+                    del starts
+                names = sink.names
+        finally:
+            del buf
+            mm.close()
+        return ShuffleResult(
+            lines=lines, bytes=node.n_bytes, outputs=names, seconds=time.monotonic() - t0, root_buckets=1,
+            rescattered=0, in_memory=True, max_bucket_cost=self.plan.max_cost,
+            target_bucket_cost=self.plan.target, seed=self.seed)
 
     # -- phase 1
     def _make_tempdir(self) -> str:
@@ -706,6 +813,7 @@ class _Shuffle:
         todo.reverse()  # a stack: pop() takes the next node in output order
         pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmill-shuffle-loader") if self.workers > 1 else None
         ahead = None  # (node, future) being loaded in the background
+        buffers = _LeafBuffers(self.plan.max_cost)
         try:
             while todo:
                 node = todo.pop()
@@ -717,16 +825,19 @@ class _Shuffle:
                     todo.extend(reversed(self._rescatter(node)))
                     continue
                 if ahead is not None and ahead[0] is node:
-                    buf, starts = ahead[1].result()
+                    pair, starts = ahead[1].result()
                     ahead = None
                 else:
-                    buf, starts = _load_leaf(node, self.seed)
+                    pair, starts = _load_leaf(node, self.seed, buffers)
                 if pool is not None and todo:
                     nxt = todo[-1]
-                    if 0 < nxt.n_lines and nxt.cost + node.cost <= self.plan.max_cost:
-                        ahead = (nxt, pool.submit(_load_leaf, nxt, self.seed))
-                sink.write_leaf(buf, node.n_bytes, starts, node.n_lines, bar)
-                del buf, starts
+                    if 0 < nxt.n_lines and buffers.in_use + nxt.cost <= self.plan.max_cost:
+                        ahead = (nxt, pool.submit(_load_leaf, nxt, self.seed, buffers))
+                try:
+                    sink.write_leaf(pair[0], node.n_bytes, starts, node.n_lines, bar)
+                finally:
+                    buffers.give_back(pair)
+                del pair, starts
         finally:
             if pool is not None:
                 if ahead is not None:
