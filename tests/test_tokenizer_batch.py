@@ -1,4 +1,5 @@
 """encode_batch equals a loop of encode, for any thread count."""
+from hypothesis import given, settings, strategies as st
 import pytest
 
 THREADS = [1, 2, 8]
@@ -54,3 +55,36 @@ def test_threads_run_in_parallel_without_the_gil(small_tok, sample_lines):
     t.join()
     # With the GIL held for the whole encode the spinner would get ~one 5 ms switch slot.
     assert elapsed > 0.02 and ticks > 1000
+
+
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_batch_of_every_kind_of_text_equals_loop(small_tok, threads):
+    """str of every internal width (ASCII, Latin-1, BMP, astral, lone surrogates), bytes,
+    bytearray, memoryview and a str subclass, mixed: the core converts str itself."""
+    kinds = ["plain ascii", "café ÿ", "汉字 and 中文", "emoji 😀 𝄞 x", "lone \ud800 \udfff end", "",
+             b"raw \xff\xfe bytes", bytearray(b"array \x00"), memoryview(b"view \x80"), _Str("sub 汉")]
+    texts = kinds * 700   # many blocks
+    expected = [small_tok.encode(t) for t in texts]
+    assert small_tok.encode_batch(texts, num_threads=threads) == expected
+    assert small_tok.encode_batch(tuple(texts), num_threads=threads) == expected
+    assert small_tok.decode_bytes(expected[4]) == "lone \ud800 \udfff end".encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF)), max_size=40))
+def test_batch_of_arbitrary_str_round_trips(small_tok, texts):
+    tok = small_tok
+    for threads in (1, 2):
+        ids = tok.encode_batch(texts * 50, num_threads=threads)
+        assert [tok.decode_bytes(x) for x in ids] == [t.encode("utf-8", "surrogatepass") for t in texts * 50]
+
+
+def test_batch_rejects_other_types(small_tok):
+    with pytest.raises(TypeError):
+        small_tok.encode_batch(["ok", 3], num_threads=2)
+    with pytest.raises(TypeError):
+        small_tok.encode_batch([None], num_threads=1)

@@ -16,7 +16,7 @@ Example::
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memchr, memcpy
 from libc.math cimport INFINITY, exp, log1p, isfinite
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -68,6 +68,8 @@ cdef struct Work:       # per-call scratch space, so that calls share nothing
     Py_ssize_t cap
     int64_t steps       # trie transitions taken (the unit of work)
     uint64_t rng        # splitmix64 state for sampling
+    uint8_t* text       # UTF-8 of the str being encoded (see encode_item)
+    Py_ssize_t text_cap
 
 
 # ---------------------------------------------------------------- small helpers
@@ -112,14 +114,22 @@ cdef inline int work_reserve(Work* w, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+cdef inline void work_init(Work* w) noexcept nogil:
+    w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+    w.text = NULL; w.text_cap = 0
+
+
 cdef inline void work_free(Work* w) noexcept nogil:
     free(w.score)
     free(w.back)
     free(w.path)
+    free(w.text)
     w.score = NULL
     w.back = NULL
     w.path = NULL
+    w.text = NULL
     w.cap = 0
+    w.text_cap = 0
 
 
 cdef inline uint64_t splitmix64(uint64_t* state) noexcept nogil:
@@ -293,6 +303,102 @@ cdef int encode_text(const Model* m, const uint8_t* p, Py_ssize_t n, double alph
             return -1
         start = end
     return 0
+
+
+# ---------------------------------------------------------------- texts given as str
+
+cdef extern from "Python.h":
+    int PyUnicode_IS_ASCII(object o)
+    unsigned int PyUnicode_KIND(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+
+cdef Py_ssize_t utf8_of(int kind, const void* data, Py_ssize_t n, Work* w) noexcept nogil:
+    """Write the UTF-8 of ``n`` code points (1, 2 or 4 bytes each, by ``kind``) to ``w.text``;
+    return its length, or -1 without memory. A lone surrogate becomes its 3-byte form, as
+    ``str.encode("utf-8", "surrogatepass")`` does."""
+    cdef Py_ssize_t need = n * (2 if kind == 1 else 3 if kind == 2 else 4), i, o = 0
+    cdef Py_ssize_t cap
+    cdef uint32_t c
+    cdef void* q
+    cdef uint8_t* t
+    if need > w.text_cap:
+        cap = w.text_cap * 2 if w.text_cap else 4096
+        while cap < need:
+            cap *= 2
+        q = realloc(w.text, cap)
+        if q == NULL:
+            return -1
+        w.text = <uint8_t*> q
+        w.text_cap = cap
+    t = w.text
+    for i in range(n):
+        if kind == 1:
+            c = (<const uint8_t*> data)[i]
+        elif kind == 2:
+            c = (<const uint16_t*> data)[i]
+        else:
+            c = (<const uint32_t*> data)[i]
+        if c < 0x80:
+            t[o] = <uint8_t> c
+            o += 1
+        elif c < 0x800:
+            t[o] = <uint8_t> (0xC0 | (c >> 6))
+            t[o + 1] = <uint8_t> (0x80 | (c & 0x3F))
+            o += 2
+        elif c < 0x10000:
+            t[o] = <uint8_t> (0xE0 | (c >> 12))
+            t[o + 1] = <uint8_t> (0x80 | ((c >> 6) & 0x3F))
+            t[o + 2] = <uint8_t> (0x80 | (c & 0x3F))
+            o += 3
+        else:
+            t[o] = <uint8_t> (0xF0 | (c >> 18))
+            t[o + 1] = <uint8_t> (0x80 | ((c >> 12) & 0x3F))
+            t[o + 2] = <uint8_t> (0x80 | ((c >> 6) & 0x3F))
+            t[o + 3] = <uint8_t> (0x80 | (c & 0x3F))
+            o += 4
+    return o
+
+
+cdef int text_ref(list texts, Py_ssize_t k, object convert, list keep,
+                  const uint8_t** ptr, Py_ssize_t* length, uint8_t* kind) except -1:
+    """Where the bytes of ``texts[k]`` are, read without the GIL later: bytes as they are; a
+    str by its code points (kind 1, 2 or 4; ASCII as UTF-8 already, kind 0), converted while
+    encoding; anything else through ``convert`` (kept alive in ``keep``). The list must not
+    change while it is encoded."""
+    item = texts[k]
+    if type(item) is bytes:
+        ptr[0] = <const uint8_t*> PyBytes_AS_STRING(item)
+        length[0] = PyBytes_GET_SIZE(item)
+        kind[0] = 0
+    elif type(item) is str:
+        ptr[0] = <const uint8_t*> PyUnicode_DATA(item)
+        length[0] = PyUnicode_GET_LENGTH(item)
+        kind[0] = 0 if PyUnicode_IS_ASCII(item) else <uint8_t> PyUnicode_KIND(item)
+    else:
+        if convert is None:
+            raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes or str")
+        item = convert(item)
+        if type(item) is not bytes:
+            raise TypeError(f"texts[{k}]: the converter returned {type(item).__name__}, expected bytes")
+        keep.append(item)
+        ptr[0] = <const uint8_t*> PyBytes_AS_STRING(item)
+        length[0] = PyBytes_GET_SIZE(item)
+        kind[0] = 0
+    return 0
+
+
+cdef inline int encode_item(const Model* m, const uint8_t* p, Py_ssize_t n, uint8_t kind, double alpha,
+                            Work* w, IntBuf* out) noexcept nogil:
+    """:func:`encode_text` of a text located by :func:`text_ref`."""
+    cdef Py_ssize_t length
+    if kind == 0:
+        return encode_text(m, p, n, alpha, w, out)
+    length = utf8_of(kind, p, n, w)
+    if length < 0:
+        return -1
+    return encode_text(m, w.text, length, alpha, w, out)
 
 
 # ---------------------------------------------------------------- the trie
@@ -594,7 +700,7 @@ cdef class Segmenter:
         cdef Work w
         cdef IntBuf out
         cdef int rc
-        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0
+        work_init(&w)
         w.rng = seed
         out.data = NULL; out.size = 0; out.cap = 0
         if n >= 2048:
@@ -617,7 +723,7 @@ cdef class Segmenter:
         cdef Work w
         cdef IntBuf out
         cdef int rc
-        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0
+        work_init(&w)
         w.rng = seed
         out.data = NULL; out.size = 0; out.cap = 0
         with nogil:
@@ -638,7 +744,7 @@ cdef class Segmenter:
         cdef Py_ssize_t peak
         cdef const uint8_t* p = <const uint8_t*> PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+        work_init(&w)
         out.data = NULL; out.size = 0; out.cap = 0
         with nogil:
             encode_text(&self.m, p, n, -1.0, &w, &out)
@@ -647,43 +753,45 @@ cdef class Segmenter:
         work_free(&w)
         return {"steps": w.steps, "scratch_positions": peak, "tokens": out.size}
 
-    def encode_many(self, list texts, double alpha=-1.0, seeds=None):
-        """Encode a list of bytes without the GIL; returns an :class:`EncodedBatch`.
+    def encode_many(self, list texts, double alpha=-1.0, seeds=None, convert=None):
+        """Encode a list of texts without the GIL; returns an :class:`EncodedBatch`.
 
-        With ``alpha >= 0``, ``seeds[k]`` seeds the draw for ``texts[k]``.
+        Items are bytes or str (a str is encoded as its UTF-8, lone surrogates as with
+        ``"surrogatepass"``); others go through ``convert`` (e.g. a normalizer) if given. With
+        ``alpha >= 0``, ``seeds[k]`` seeds the draw for ``texts[k]``.
         """
         cdef Py_ssize_t n = len(texts), k
         cdef const uint8_t** ptrs = <const uint8_t**> malloc((n + 1) * sizeof(uint8_t*))
         cdef Py_ssize_t* lens = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        cdef uint8_t* kinds = <uint8_t*> malloc(n + 1)
         cdef uint64_t* sd = <uint64_t*> malloc((n + 1) * sizeof(uint64_t))
         cdef EncodedBatch batch = EncodedBatch.__new__(EncodedBatch)
+        cdef list keep = []
         cdef Work w
         cdef int rc = 0
-        if ptrs == NULL or lens == NULL or sd == NULL:
-            free(ptrs); free(lens); free(sd)
+        if ptrs == NULL or lens == NULL or sd == NULL or kinds == NULL:
+            free(ptrs); free(lens); free(sd); free(kinds)
             raise MemoryError()
         batch.seg = self
         batch.n = n
         batch.offsets = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
         if batch.offsets == NULL:
-            free(ptrs); free(lens); free(sd)
+            free(ptrs); free(lens); free(sd); free(kinds)
             raise MemoryError()
         try:
             if alpha >= 0 and seeds is not None and len(seeds) != n:
                 raise ValueError("need one seed per text")
             for k in range(n):
-                item = texts[k]
-                if type(item) is not bytes:
-                    raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes")
-                ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
-                lens[k] = PyBytes_GET_SIZE(item)
+                text_ref(texts, k, convert, keep, &ptrs[k], &lens[k], &kinds[k])
                 sd[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
-            w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+            if len(texts) != n:
+                raise RuntimeError("the list of texts changed while it was read")
+            work_init(&w)
             with nogil:
                 batch.offsets[0] = 0
                 for k in range(n):
                     w.rng = sd[k]
-                    rc = encode_text(&self.m, ptrs[k], lens[k], alpha, &w, &batch.ids)
+                    rc = encode_item(&self.m, ptrs[k], lens[k], kinds[k], alpha, &w, &batch.ids)
                     if rc < 0:
                         break
                     batch.offsets[k + 1] = batch.ids.size
@@ -692,7 +800,7 @@ cdef class Segmenter:
                 raise MemoryError()
             return batch
         finally:
-            free(ptrs); free(lens); free(sd)
+            free(ptrs); free(lens); free(sd); free(kinds)
 
     def count_ids(self, list texts, int64_t[::1] counts not None, weights=None):
         """Add to ``counts[id]`` how often each id occurs in the best segmentation of each
@@ -722,7 +830,7 @@ cdef class Segmenter:
                 ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
                 lens[k] = PyBytes_GET_SIZE(item)
                 wts[k] = 1 if weights is None else weights[k]
-            w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+            work_init(&w)
             out.data = NULL; out.size = 0; out.cap = 0
             with nogil:
                 for k in range(n):
@@ -802,8 +910,10 @@ cdef class ParallelEncode:
     """
     cdef Segmenter seg
     cdef object texts
+    cdef list keep
     cdef const uint8_t** ptrs
     cdef Py_ssize_t* lens
+    cdef uint8_t* kinds
     cdef uint64_t* seeds
     cdef double alpha
     cdef Py_ssize_t n
@@ -818,6 +928,7 @@ cdef class ParallelEncode:
         self.ptrs = NULL
         self.lens = NULL
         self.seeds = NULL
+        self.kinds = NULL
         self.block_lo = NULL
         self.bufs = NULL
         self.starts = NULL
@@ -832,20 +943,24 @@ cdef class ParallelEncode:
         free(self.bufs)
         free(self.ptrs)
         free(self.lens)
+        free(self.kinds)
         free(self.seeds)
         free(self.block_lo)
         free(self.starts)
         free(self.state)
 
     def __init__(self, Segmenter seg, list texts, int num_threads, double alpha=-1.0, seeds=None,
-                 Py_ssize_t max_block=1 << 18, Py_ssize_t min_block=1 << 14):
-        """Cut ``texts`` (bytes) into contiguous blocks of about equal size (text bytes + 16
-        per text), several per thread so that the threads finish together: ``total / (8 *
-        num_threads)`` bytes each, clamped to ``[min_block, max_block]``. ``seeds``: one per
-        text (used when ``alpha >= 0``)."""
+                 Py_ssize_t max_block=1 << 18, Py_ssize_t min_block=1 << 14, convert=None):
+        """Cut ``texts`` into contiguous blocks of about equal size (text length + 16 per
+        text), several per thread so that the threads finish together: ``total / (8 *
+        num_threads)`` each, clamped to ``[min_block, max_block]``. Items are bytes, str or
+        anything ``convert`` turns into bytes (as in :meth:`Segmenter.encode_many`); a str is
+        turned into UTF-8 by the thread that encodes it. ``seeds``: one per text (used when
+        ``alpha >= 0``)."""
         cdef Py_ssize_t k, n = len(texts), total = 0, target, size, nb
         self.seg = seg
         self.texts = texts
+        self.keep = []
         self.alpha = alpha
         self.n = n
         if num_threads < 1:
@@ -854,20 +969,19 @@ cdef class ParallelEncode:
             raise ValueError("need one seed per text")
         self.ptrs = <const uint8_t**> malloc((n + 1) * sizeof(uint8_t*))
         self.lens = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
+        self.kinds = <uint8_t*> malloc(n + 1)
         self.seeds = <uint64_t*> malloc((n + 1) * sizeof(uint64_t))
         self.starts = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
         self.block_lo = <Py_ssize_t*> malloc((n + 2) * sizeof(Py_ssize_t))
         if (self.ptrs == NULL or self.lens == NULL or self.seeds == NULL or self.starts == NULL
-                or self.block_lo == NULL):
+                or self.block_lo == NULL or self.kinds == NULL):
             raise MemoryError()
         for k in range(n):
-            item = texts[k]
-            if type(item) is not bytes:
-                raise TypeError(f"texts[{k}] is {type(item).__name__}, expected bytes")
-            self.ptrs[k] = <const uint8_t*> PyBytes_AS_STRING(item)
-            self.lens[k] = PyBytes_GET_SIZE(item)
+            text_ref(texts, k, convert, self.keep, &self.ptrs[k], &self.lens[k], &self.kinds[k])
             total += self.lens[k] + 16
             self.seeds[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
+        if len(texts) != n:
+            raise RuntimeError("the list of texts changed while it was read")
         target = total // (num_threads * 8) + 1
         target = min(target, max_block)
         target = max(target, min_block)
@@ -915,7 +1029,7 @@ cdef class ParallelEncode:
         for k in range(self.block_lo[b], self.block_lo[b + 1]):
             w.rng = self.seeds[k]
             self.starts[k] = self.bufs[b].size
-            rc = encode_text(&self.seg.m, self.ptrs[k], self.lens[k], self.alpha, w, &self.bufs[b])
+            rc = encode_item(&self.seg.m, self.ptrs[k], self.lens[k], self.kinds[k], self.alpha, w, &self.bufs[b])
             if rc < 0:
                 break
         tm_store(&self.state[b], 1 if rc == 0 else -1)
@@ -923,7 +1037,7 @@ cdef class ParallelEncode:
 
     cdef void _work(self) noexcept nogil:
         cdef Work w
-        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+        work_init(&w)
         while self._claim_and_encode(&w):
             pass
         work_free(&w)
@@ -938,7 +1052,7 @@ cdef class ParallelEncode:
         cdef object item
         cdef Work w
         cdef bint more = True
-        w.score = NULL; w.back = NULL; w.path = NULL; w.cap = 0; w.steps = 0; w.rng = 0
+        work_init(&w)
         try:
             for b in range(self.n_blocks):
                 if tm_load(&self.state[b]) == 0:

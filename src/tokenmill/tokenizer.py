@@ -313,15 +313,16 @@ class Tokenizer:
             num_threads = os.cpu_count() or 1
         if num_threads < 1:
             raise ValueError("num_threads must be >= 1")
-        if self._normal_form is None:
-            data = [t if type(t) is bytes else t.encode("utf-8", "surrogatepass") if type(t) is str
-                    else self._to_bytes(t) for t in texts]
-        else:
-            data = [self._to_bytes(t) for t in texts]
         base = self._call_seed(seed) if alpha >= 0 else 0
         if regex is not None:
-            return [self._encode_bytes(d, alpha, _seed_state(base + i) if alpha >= 0 else 0, regex)
-                    for i, d in enumerate(data)]
+            return [self._encode_bytes(self._to_bytes(t), alpha, _seed_state(base + i) if alpha >= 0 else 0, regex)
+                    for i, t in enumerate(texts)]
+        if self._normal_form is None:
+            # str and bytes go to the compiled core as they are (a str is turned into UTF-8 by
+            # the thread that encodes it); a private copy of the list keeps them alive
+            data = list(texts)
+        else:
+            data = [self._to_bytes(t) for t in texts]
         seeds = [_seed_state(base + i) for i in range(len(data))] if alpha >= 0 else None
         # The result is one list per text: thousands of new containers, which would trigger
         # the cyclic garbage collector again and again (full collections walk every live
@@ -330,10 +331,11 @@ class Tokenizer:
         gc.disable()
         try:
             if num_threads == 1:
-                return self._seg.encode_many(data, alpha, seeds).tolists()
-            job = ParallelEncode(self._seg, data, num_threads, alpha, seeds, _BATCH_BLOCK_BYTES)
+                return self._seg.encode_many(data, alpha, seeds, self._to_bytes).tolists()
+            job = ParallelEncode(self._seg, data, num_threads, alpha, seeds, _BATCH_BLOCK_BYTES,
+                                 convert=self._to_bytes)
             if job.blocks < 2:
-                return self._seg.encode_many(data, alpha, seeds).tolists()
+                return self._seg.encode_many(data, alpha, seeds, self._to_bytes).tolists()
             # this thread encodes too (see ParallelEncode.collect): num_threads - 1 helpers
             helpers = min(num_threads, job.blocks) - 1
             workers = [threading.Thread(target=job.work, daemon=True) for _ in range(helpers)]
