@@ -389,6 +389,21 @@ cdef int text_ref(list texts, Py_ssize_t k, object convert, list keep,
     return 0
 
 
+cdef inline Py_ssize_t max_ids(Py_ssize_t length, uint8_t kind) noexcept nogil:
+    """Most ids a text located by :func:`text_ref` can give: one per UTF-8 byte (every piece
+    has at least one byte), i.e. ``length`` for bytes and ASCII, up to 2, 3 or 4 per code point
+    for str of kind 1, 2 or 4."""
+    return length * (1 if kind == 0 else 2 if kind == 1 else 3 if kind == 2 else 4)
+
+
+cdef int32_t* alloc_ids(Py_ssize_t n) noexcept nogil:
+    """An id buffer allocated once for a whole batch: growing it in steps, or one per block,
+    makes the threads fault pages in and give them back concurrently, which the kernel
+    serializes. (Not huge pages: the buffer is sized for the worst case and only the pages
+    actually written should cost anything.)"""
+    return <int32_t*> malloc(<size_t>(n if n > 0 else 1) * sizeof(int32_t))
+
+
 cdef inline int encode_item(const Model* m, const uint8_t* p, Py_ssize_t n, uint8_t kind, double alpha,
                             Work* w, IntBuf* out) noexcept nogil:
     """:func:`encode_text` of a text located by :func:`text_ref`."""
@@ -767,6 +782,7 @@ cdef class Segmenter:
         cdef uint64_t* sd = <uint64_t*> malloc((n + 1) * sizeof(uint64_t))
         cdef EncodedBatch batch = EncodedBatch.__new__(EncodedBatch)
         cdef list keep = []
+        cdef Py_ssize_t total
         cdef Work w
         cdef int rc = 0
         if ptrs == NULL or lens == NULL or sd == NULL or kinds == NULL:
@@ -786,6 +802,13 @@ cdef class Segmenter:
                 sd[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
             if len(texts) != n:
                 raise RuntimeError("the list of texts changed while it was read")
+            total = 0
+            for k in range(n):
+                total += max_ids(lens[k], kinds[k])
+            batch.ids.data = alloc_ids(total)   # never grown: no text gives more
+            if batch.ids.data == NULL:
+                raise MemoryError()
+            batch.ids.cap = total if total > 0 else 1
             work_init(&w)
             with nogil:
                 batch.offsets[0] = 0
@@ -919,7 +942,8 @@ cdef class ParallelEncode:
     cdef Py_ssize_t n
     cdef Py_ssize_t n_blocks
     cdef Py_ssize_t* block_lo
-    cdef IntBuf* bufs
+    cdef IntBuf* bufs           # views into ids_all, one region per block
+    cdef int32_t* ids_all
     cdef Py_ssize_t* starts
     cdef int* state
     cdef long next_block
@@ -931,15 +955,13 @@ cdef class ParallelEncode:
         self.kinds = NULL
         self.block_lo = NULL
         self.bufs = NULL
+        self.ids_all = NULL
         self.starts = NULL
         self.state = NULL
         self.n_blocks = 0
 
     def __dealloc__(self):
-        cdef Py_ssize_t b
-        if self.bufs != NULL:
-            for b in range(self.n_blocks):
-                free(self.bufs[b].data)
+        free(self.ids_all)
         free(self.bufs)
         free(self.ptrs)
         free(self.lens)
@@ -957,7 +979,7 @@ cdef class ParallelEncode:
         anything ``convert`` turns into bytes (as in :meth:`Segmenter.encode_many`); a str is
         turned into UTF-8 by the thread that encodes it. ``seeds``: one per text (used when
         ``alpha >= 0``)."""
-        cdef Py_ssize_t k, n = len(texts), total = 0, target, size, nb
+        cdef Py_ssize_t k, i, n = len(texts), total = 0, target, size, nb
         self.seg = seg
         self.texts = texts
         self.keep = []
@@ -1002,11 +1024,26 @@ cdef class ParallelEncode:
         if self.bufs == NULL or self.state == NULL:
             raise MemoryError()
         self.n_blocks = nb
-        for k in range(nb + 1):
-            self.bufs[k].data = NULL
+        total = 0
+        for k in range(n):
+            total += max_ids(self.lens[k], self.kinds[k])
+        self.ids_all = alloc_ids(total)
+        if self.ids_all == NULL:
+            raise MemoryError()
+        # block k writes its ids, text after text, into its own region, sized so that it
+        # never has to grow
+        size = 0
+        for k in range(nb):
+            self.bufs[k].data = self.ids_all + size
             self.bufs[k].size = 0
-            self.bufs[k].cap = 0
+            for i in range(self.block_lo[k], self.block_lo[k + 1]):
+                size += max_ids(self.lens[i], self.kinds[i])
+            self.bufs[k].cap = (self.ids_all + size) - self.bufs[k].data
             self.state[k] = 0
+        self.state[nb] = 0
+        self.bufs[nb].data = NULL
+        self.bufs[nb].size = 0
+        self.bufs[nb].cap = 0
         self.next_block = 0
 
     @property
@@ -1069,10 +1106,7 @@ cdef class ParallelEncode:
                     item = self.seg._to_list(self.bufs[b].data + self.starts[k], end - self.starts[k])
                     Py_INCREF(item)
                     PyList_SET_ITEM(out, k, item)
-                free(self.bufs[b].data)
-                self.bufs[b].data = NULL
-                self.bufs[b].size = 0
-                self.bufs[b].cap = 0
+
         finally:
             work_free(&w)
         return out
