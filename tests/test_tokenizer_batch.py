@@ -88,3 +88,11 @@ def test_batch_rejects_other_types(small_tok):
         small_tok.encode_batch(["ok", 3], num_threads=2)
     with pytest.raises(TypeError):
         small_tok.encode_batch([None], num_threads=1)
+
+
+def test_batches_of_changing_sizes_reuse_buffers_safely(small_tok, sample_lines):
+    """The id buffer of one batch is kept for the next: batches that grow, shrink and grow
+    again, in one or several threads, still equal the loop."""
+    expected = [small_tok.encode(x) for x in sample_lines[:4000]]
+    for n, threads in [(4000, 2), (10, 1), (3000, 2), (4000, 1), (1, 2), (4000, 3)]:
+        assert small_tok.encode_batch(sample_lines[:n], num_threads=threads) == expected[:n]

@@ -433,6 +433,8 @@ cdef class Segmenter:
     cdef readonly Py_ssize_t n_pieces
     cdef readonly Py_ssize_t max_piece_length
     cdef readonly bint split_newlines
+    cdef int32_t* spare_ids      # the id buffer of an earlier batch, kept for the next one
+    cdef Py_ssize_t spare_cap
 
     def __cinit__(self):
         self.m.nodes = NULL
@@ -441,8 +443,38 @@ cdef class Segmenter:
         self.m.scores = NULL
         self.m.lens = NULL
         self.int_objs = NULL
+        self.spare_ids = NULL
+        self.spare_cap = 0
+
+    cdef int32_t* take_ids(self, Py_ssize_t need, Py_ssize_t* cap):
+        """A buffer for ``need`` ids (its size in ``cap``): the one kept from an earlier batch
+        if it is large enough, whose pages are already mapped, else a new one. GIL held."""
+        cdef int32_t* p
+        if need < 1:
+            need = 1
+        if self.spare_ids != NULL and self.spare_cap >= need:
+            p = self.spare_ids
+            cap[0] = self.spare_cap
+            self.spare_ids = NULL
+            self.spare_cap = 0
+            return p
+        cap[0] = need
+        return alloc_ids(need)
+
+    cdef void give_ids(self, int32_t* p, Py_ssize_t cap):
+        """Take back a buffer from :meth:`take_ids`: the largest one up to 16M ids (64 MB) is
+        kept for the next batch, the rest freed. GIL held."""
+        if p == NULL:
+            return
+        if cap <= (16 << 20) and cap > self.spare_cap:
+            free(self.spare_ids)
+            self.spare_ids = p
+            self.spare_cap = cap
+        else:
+            free(p)
 
     def __dealloc__(self):
+        free(self.spare_ids)
         free(self.m.nodes)
         free(self.m.cell_id)
         free(self.m.scores)
@@ -805,10 +837,9 @@ cdef class Segmenter:
             total = 0
             for k in range(n):
                 total += max_ids(lens[k], kinds[k])
-            batch.ids.data = alloc_ids(total)   # never grown: no text gives more
+            batch.ids.data = self.take_ids(total, &batch.ids.cap)   # never grown: no text gives more
             if batch.ids.data == NULL:
                 raise MemoryError()
-            batch.ids.cap = total if total > 0 else 1
             work_init(&w)
             with nogil:
                 batch.offsets[0] = 0
@@ -886,7 +917,10 @@ cdef class EncodedBatch:
         self.n = 0
 
     def __dealloc__(self):
-        free(self.ids.data)
+        if self.seg is not None:
+            self.seg.give_ids(self.ids.data, self.ids.cap)
+        else:
+            free(self.ids.data)
         free(self.offsets)
 
     def __len__(self):
@@ -944,6 +978,7 @@ cdef class ParallelEncode:
     cdef Py_ssize_t* block_lo
     cdef IntBuf* bufs           # views into ids_all, one region per block
     cdef int32_t* ids_all
+    cdef Py_ssize_t ids_cap
     cdef Py_ssize_t* starts
     cdef int* state
     cdef long next_block
@@ -961,7 +996,10 @@ cdef class ParallelEncode:
         self.n_blocks = 0
 
     def __dealloc__(self):
-        free(self.ids_all)
+        if self.seg is not None:
+            self.seg.give_ids(self.ids_all, self.ids_cap)
+        else:
+            free(self.ids_all)
         free(self.bufs)
         free(self.ptrs)
         free(self.lens)
@@ -1027,7 +1065,7 @@ cdef class ParallelEncode:
         total = 0
         for k in range(n):
             total += max_ids(self.lens[k], self.kinds[k])
-        self.ids_all = alloc_ids(total)
+        self.ids_all = seg.take_ids(total, &self.ids_cap)
         if self.ids_all == NULL:
             raise MemoryError()
         # block k writes its ids, text after text, into its own region, sized so that it
