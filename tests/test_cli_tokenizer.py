@@ -96,3 +96,14 @@ def test_console_script_help():
         assert verb in out.stdout
     out = subprocess.run([sys.executable, "-m", "tokenmill.cli", "encode", "--help"], capture_output=True, text=True)
     assert "--alpha" in out.stdout and "--allow-special" in out.stdout
+
+
+def test_import_is_light_and_the_command_keeps_blas_single_threaded():
+    """``import tokenmill`` loads neither numpy nor the compiled core; the command sets
+    OPENBLAS_NUM_THREADS=1 before numpy starts its (spinning) thread pool."""
+    code = ("import os, sys; os.environ.pop('OPENBLAS_NUM_THREADS', None); import tokenmill; "
+            "assert 'numpy' not in sys.modules and 'tokenmill._core' not in sys.modules; "
+            "import tokenmill.cli; assert os.environ['OPENBLAS_NUM_THREADS'] == '1'; "
+            "assert tokenmill.Tokenizer.__name__ == 'Tokenizer'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -1,7 +1,8 @@
 """tokenmill: a byte-level unigram tokenizer and corpus tools for language-model training data.
 
-This module is the public API; everything else is an implementation detail. The corpus tools
-are imported on first use, so that ``import tokenmill`` stays light.
+This module is the public API; everything else is an implementation detail. Everything that
+needs numpy or the compiled core is imported on first use, so that ``import tokenmill`` stays
+light.
 """
 __version__ = "0.1.0"
 
@@ -9,9 +10,10 @@ import importlib
 
 from .errors import InputError, ModelFileError, TokenmillError
 from .spec import CountSpec, DiscoverSpec, NormalizerSpec, ShuffleSpec, TrainerSpec
-from .tokenizer import StreamDecoder, Tokenizer
 
 _LAZY = {
+    "Tokenizer": "tokenmill.tokenizer",
+    "StreamDecoder": "tokenmill.tokenizer",
     "shuffle": "tokenmill.corpus.shuffle",
     "ShuffleResult": "tokenmill.corpus.shuffle",
     "Trainer": "tokenmill.trainer",
