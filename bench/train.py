@@ -12,6 +12,7 @@ bytepiece; see bench/README.md); tokenmill with this interpreter.
 
     python bench/train.py --train zh --sizes 32000 64000 --scaling
     python bench/train.py --tools tokenmill,tokenmill-norefine --sizes 32000   # tokenmill only
+    python bench/train.py --tools o6,tokenmill --sizes 64000 --variant "o6=order=6, min_count=2"
 
 Output: a Markdown table on stdout, JSON in ``--out`` (default bench/out/train-<time>.json).
 """
