@@ -348,8 +348,9 @@ def test_sigkill_litter_is_removed_by_the_next_run(tmp_path):
     assert litter(tmp_path) == [] and sorted(read_lines([out])) == [b"a\n", b"b\n"]
 
 
-@pytest.mark.parametrize("target", ["_write_all", "_write_file"])
-def test_disk_full_gives_one_line_error_and_no_output(tmp_path, monkeypatch, capsys, target):
+@pytest.mark.parametrize("target, memory", [("_write_all", "1M"), ("_write_file", "1M"),
+                                            ("_write_file", "64M")])  # 64M: shuffled from a mapping
+def test_disk_full_gives_one_line_error_and_no_output(tmp_path, monkeypatch, capsys, target, memory):
     lines = random_lines(50_000, 4)
     data = b"".join(lines)
     src = write(tmp_path / "in.txt", data)
@@ -363,7 +364,7 @@ def test_disk_full_gives_one_line_error_and_no_output(tmp_path, monkeypatch, cap
         return real(f, view, path)
 
     monkeypatch.setattr(shuffle_mod, target, failing)
-    code = cli.main(["shuffle", src, "-o", str(tmp_path / "out.txt"), "--memory", "1M", "--no-progress"])
+    code = cli.main(["shuffle", src, "-o", str(tmp_path / "out.txt"), "--memory", memory, "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in err
     assert err.startswith("tokenmill: error: ") and "No space left on device" in err and str(tmp_path) in err

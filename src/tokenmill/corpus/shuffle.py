@@ -513,6 +513,15 @@ def _load_leaf(node: _Node, seed: int, buffers: _LeafBuffers):
         raise
 
 
+def _close_mapping(mm) -> None:
+    """Unmap now, or, while an array of it is still referenced (say by the traceback of the
+    error being raised), when the last one goes."""
+    try:
+        mm.close()
+    except BufferError:
+        pass
+
+
 # ------------------------------------------------------------------------------ safety checks
 def _raise_fd_limit(needed: int) -> int:
     """Raise the soft open-file limit towards ``needed`` if allowed; returns the usable limit."""
@@ -702,7 +711,7 @@ class _Shuffle:
         lines = _k.count_lines(buf, n) if buf[n - 1] == 10 else -1
         if lines < 0 or ref.bucket_cost(n, lines) > self.plan.max_cost:
             del buf
-            mm.close()
+            _close_mapping(mm)
             return None
         return [mm, buf, lines]
 
@@ -721,7 +730,7 @@ class _Shuffle:
                 names = sink.names
         finally:
             del buf
-            mm.close()
+            _close_mapping(mm)
         return ShuffleResult(
             lines=lines, bytes=node.n_bytes, outputs=names, seconds=time.monotonic() - t0, root_buckets=1,
             rescattered=0, in_memory=True, max_bucket_cost=self.plan.max_cost,
