@@ -952,12 +952,13 @@ cdef class EncodedBatch:
 
 
 cdef class ParallelEncode:
-    """Encode a list of texts on worker threads that never take the GIL.
+    """Encode a list of texts on the calling thread and helper threads that never take the GIL.
 
-    The texts are cut into blocks; each worker repeatedly claims the next block (an atomic
-    counter) and encodes it into the block's own buffer. Meanwhile the calling thread turns
-    finished blocks into Python lists, in order, so that the GIL-bound list building overlaps
-    with encoding instead of stalling the workers::
+    The texts are cut into blocks; each helper repeatedly claims the next block (an atomic
+    counter) and encodes it into the block's own region of one id buffer. The calling thread
+    turns finished blocks into Python lists, in order, and while the next one is not finished
+    it claims and encodes a block itself, so the GIL-bound list building overlaps with
+    encoding and no thread polls idly::
 
         job = ParallelEncode(seg, texts, n, alpha, seeds)
         threads = [threading.Thread(target=job.work) for _ in range(n - 1)]   # + this thread
