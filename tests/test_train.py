@@ -67,6 +67,30 @@ def test_ngram_counts_match_reference(order):
     assert table.positions == positions
 
 
+def test_ngram_counts_past_32_bits_are_exact():
+    # a slot keeps a count mod 2**32; what passes it is carried beside the table
+    rng = np.random.default_rng(3)
+    keys = np.array([_ngram.pack(bytes(rng.integers(0, 256, n, dtype=np.uint8))) for n in rng.integers(2, 8, 300)],
+                    dtype=np.uint64)
+    keys = np.unique(keys)
+    big = np.uint64(2**32)
+    adds = [rng.integers(1, 2**31, len(keys), dtype=np.uint64) for _ in range(7)]
+    adds.append(np.where(np.arange(len(keys)) % 3 == 0, big * np.uint64(5) + np.uint64(7), np.uint64(1)))
+    expected = {int(k): sum(int(a[i]) for a in adds) for i, k in enumerate(keys)}
+    table = _ngram.NgramTable(4, 3)
+    for a in adds:
+        for part in range(2):
+            table.add_keys(keys, a, part, 2)
+    assert {int(k): table.get(int(k)) for k in keys} == expected
+    got_keys, got_counts = table.export(big * np.uint64(3))
+    assert dict(zip(got_keys.tolist(), got_counts.tolist())) == {k: c for k, c in expected.items() if c >= 3 * 2**32}
+    # a key range that drops keys also drops their carries
+    table.set_starts([2**31] * 3)
+    got_keys, got_counts = table.export(1)
+    want = {k: c for k, c in expected.items() if _ngram.key_range_value(k) >= 2**31}
+    assert dict(zip(got_keys.tolist(), got_counts.tolist())) == want
+
+
 def test_chunks_match_reference():
     docs = make_docs(200) + [b"12ab34\n\n\ncd", b"\n", "长" .encode() * 50]
     buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)

@@ -10,16 +10,19 @@ length: the bytes go big-endian into the high bits, the length into the low byte
 and sorting keys numerically sorts the n-grams bytewise with every prefix before its
 extensions (b"ab" < b"ab\\x00" < b"abc" < b"b").
 
-:class:`NgramTable` is an open-addressing hash table (key -> uint64 count) split into shards
-by the key's hash. Shard ``s`` is only ever touched by the thread that passes ``shard=s``, so
+:class:`NgramTable` is an open-addressing hash table (key -> count) split into shards by the
+key's hash; a slot is 12 bytes (the key and its count mod 2**32; the rare counts that pass
+2**32 keep their carries beside the table) and a shard grows by half when 3/4 full, so the
+table takes 16 to 24 bytes per distinct n-gram. Shard ``s`` is only ever touched by the thread that passes ``shard=s``, so
 several threads count one batch at once without locks, and since counts are sums the result
 does not depend on how batches or shards were spread over threads. Counts are exact: nothing
 is sampled or dropped until :meth:`NgramTable.export` applies ``min_count``.
 """
 from libc.stdint cimport uint64_t, int64_t, uint8_t, uint32_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memset
 
+from ._alloc cimport zeroed_alloc, zeroed_free
 from ._hash cimport mix64, range_value, shard_of
 
 import numpy as np
@@ -66,19 +69,41 @@ def unpack_many(uint64_t[:] keys):
     return out
 
 
+cdef extern from *:
+    """
+    static inline uint64_t tm_fastrange64(uint64_t h, uint64_t n) {
+        return (uint64_t)(((unsigned __int128)h * n) >> 64);
+    }
+    """
+    uint64_t tm_fastrange64(uint64_t h, uint64_t n) nogil
+
+
+cdef packed struct NSlot:    # 12 bytes: a packed key (0 = empty slot) and its count mod 2**32
+    uint64_t key
+    uint32_t count
+
+
+cdef struct Carry:           # key occurred n * 2**32 more times than its slot's count says
+    uint64_t key
+    uint64_t n
+
+
 cdef struct Shard:
-    uint64_t *keys
-    uint64_t *counts
-    uint64_t mask
+    NSlot *slots
+    uint64_t cap         # any number of slots >= 256; grows by half when 3/4 full
     uint64_t size
     uint64_t lo          # this pass counts the keys whose range value is in [lo, hi)
     uint64_t hi
     uint64_t budget      # bytes this shard may use (0 = unlimited)
     int evictions
+    Carry *carries       # counts that passed 2**32 (only on corpora of several GB)
+    uint64_t ncarries
+    uint64_t carries_cap
 
 
 FULL_RANGE = 1 << 32
 cdef uint64_t C_FULL_RANGE = 4294967296ULL
+cdef uint64_t MIN_SLOTS = 256
 
 
 def key_range_value(uint64_t key):
@@ -86,71 +111,156 @@ def key_range_value(uint64_t key):
     return range_value(mix64(key))
 
 
+cdef inline uint64_t home_slot(uint64_t h, uint64_t cap) noexcept nogil:
+    # fastrange over a product: the top bits of h also choose the shard (shard_of), so they
+    # are mixed with the lower ones first
+    return tm_fastrange64(h * 0x9E3779B97F4A7C15ULL, cap)
+
+
+cdef inline uint64_t shard_nbytes(Shard *s) noexcept nogil:
+    return s.cap * sizeof(NSlot) + s.carries_cap * sizeof(Carry)
+
+
 cdef int shard_alloc(Shard *s, uint64_t capacity) noexcept nogil:
-    cdef uint64_t cap = 256
-    while cap < capacity:
-        cap <<= 1
-    s.keys = <uint64_t *> calloc(cap, sizeof(uint64_t))
-    s.counts = <uint64_t *> calloc(cap, sizeof(uint64_t))
-    if s.keys == NULL or s.counts == NULL:
-        free(s.keys)
-        free(s.counts)
-        s.keys = NULL
-        s.counts = NULL
+    cdef uint64_t cap = capacity if capacity > MIN_SLOTS else MIN_SLOTS
+    s.slots = <NSlot *> zeroed_alloc(cap * sizeof(NSlot))
+    if s.slots == NULL:
+        s.cap = 0
         return -1
-    s.mask = cap - 1
+    s.cap = cap
     s.size = 0
+    s.carries = NULL
+    s.ncarries = 0
+    s.carries_cap = 0
     return 0
 
 
-cdef int shard_grow(Shard *s) noexcept nogil:
-    cdef Shard bigger
-    cdef uint64_t i, j, k
-    if shard_alloc(&bigger, (s.mask + 1) * 2) != 0:
+cdef void shard_free(Shard *s) noexcept nogil:
+    zeroed_free(s.slots, s.cap * sizeof(NSlot))
+    free(s.carries)
+    s.slots = NULL
+    s.cap = 0
+    s.size = 0
+    s.carries = NULL
+    s.ncarries = 0
+    s.carries_cap = 0
+
+
+cdef inline void slot_put(NSlot *slots, uint64_t cap, uint64_t key, uint32_t count, uint64_t h) noexcept nogil:
+    """Place a key known to be absent (growing and filtering)."""
+    cdef uint64_t j = home_slot(h, cap)
+    while slots[j].key != 0:
+        j += 1
+        if j == cap:
+            j = 0
+    slots[j].key = key
+    slots[j].count = count
+
+
+cdef int shard_grow(Shard *s, uint64_t newcap) noexcept nogil:
+    cdef NSlot *bigger = <NSlot *> zeroed_alloc(newcap * sizeof(NSlot))
+    cdef uint64_t i, k
+    if bigger == NULL:
         return -1
-    for i in range(s.mask + 1):
-        k = s.keys[i]
+    for i in range(s.cap):
+        k = s.slots[i].key
         if k != 0:
-            j = mix64(k) & bigger.mask
-            while bigger.keys[j] != 0:
-                j = (j + 1) & bigger.mask
-            bigger.keys[j] = k
-            bigger.counts[j] = s.counts[i]
-    free(s.keys)
-    free(s.counts)
-    s.keys = bigger.keys
-    s.counts = bigger.counts
-    s.mask = bigger.mask
+            slot_put(bigger, newcap, k, s.slots[i].count, mix64(k))
+    zeroed_free(s.slots, s.cap * sizeof(NSlot))
+    s.slots = bigger
+    s.cap = newcap
     return 0
+
+
+cdef int add_carry(Shard *s, uint64_t key, uint64_t n) noexcept nogil:
+    cdef Carry *more
+    cdef uint64_t newcap
+    if s.ncarries == s.carries_cap:
+        newcap = s.carries_cap * 2 if s.carries_cap else 16
+        more = <Carry *> realloc(s.carries, newcap * sizeof(Carry))
+        if more == NULL:
+            return -1
+        s.carries = more
+        s.carries_cap = newcap
+    s.carries[s.ncarries].key = key
+    s.carries[s.ncarries].n = n
+    s.ncarries += 1
+    return 0
+
+
+cdef int carry_cmp(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t x = (<Carry *> a).key, y = (<Carry *> b).key
+    return (x > y) - (x < y)
+
+
+cdef void compact_carries(Shard *s) noexcept nogil:
+    """Sort the carries by key and sum those of the same key (for :func:`carry_of`)."""
+    cdef uint64_t i, m = 0
+    if s.ncarries < 2:
+        return
+    qsort(s.carries, s.ncarries, sizeof(Carry), carry_cmp)
+    for i in range(1, s.ncarries):
+        if s.carries[i].key == s.carries[m].key:
+            s.carries[m].n += s.carries[i].n
+        else:
+            m += 1
+            s.carries[m] = s.carries[i]
+    s.ncarries = m + 1
+
+
+cdef inline uint64_t carry_of(Shard *s, uint64_t key) noexcept nogil:
+    """The carries of ``key``, after :func:`compact_carries` (binary search)."""
+    cdef uint64_t lo = 0, hi = s.ncarries, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s.carries[mid].key < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < s.ncarries and s.carries[lo].key == key:
+        return s.carries[lo].n
+    return 0
+
+
+cdef inline uint64_t slot_total(Shard *s, NSlot *sl) noexcept nogil:
+    """The exact count of a slot's key, after :func:`compact_carries`."""
+    if s.ncarries == 0:
+        return sl.count
+    return sl.count + (carry_of(s, sl.key) << 32)
 
 
 cdef void shard_filter(Shard *s) noexcept nogil:
     """Remove the keys whose range value is outside [lo, hi), in place (linear probing:
     the survivors are re-inserted in probe order starting after an empty slot)."""
-    cdef uint64_t cap = s.mask + 1, i, j, k, start = 0, key, cnt, r
+    cdef uint64_t cap = s.cap, i, k, start = 0, key, r, m = 0
+    cdef uint32_t cnt
     for i in range(cap):
-        if s.keys[i] != 0:
-            r = range_value(mix64(s.keys[i]))
+        if s.slots[i].key != 0:
+            r = range_value(mix64(s.slots[i].key))
             if r < s.lo or r >= s.hi:
-                s.keys[i] = 0
-                s.counts[i] = 0
+                s.slots[i].key = 0
+                s.slots[i].count = 0
                 s.size -= 1
+    for i in range(s.ncarries):
+        r = range_value(mix64(s.carries[i].key))
+        if s.lo <= r < s.hi:
+            s.carries[m] = s.carries[i]
+            m += 1
+    s.ncarries = m
     for i in range(cap):
-        if s.keys[i] == 0:
+        if s.slots[i].key == 0:
             start = i
             break
     for k in range(1, cap + 1):
-        i = (start + k) & s.mask
-        key = s.keys[i]
+        i = start + k
+        if i >= cap:
+            i -= cap
+        key = s.slots[i].key
         if key == 0:
             continue
-        cnt = s.counts[i]
-        s.keys[i] = 0
-        j = mix64(key) & s.mask
-        while s.keys[j] != 0:
-            j = (j + 1) & s.mask
-        s.keys[j] = key
-        s.counts[j] = cnt
+        cnt = s.slots[i].count
+        s.slots[i].key = 0
+        slot_put(s.slots, cap, key, cnt, mix64(key))
 
 
 cdef inline bint shard_owns(Shard *s, uint64_t h) noexcept nogil:
@@ -164,32 +274,47 @@ cdef inline bint shard_owns(Shard *s, uint64_t h) noexcept nogil:
 
 
 cdef int shard_make_room(Shard *s) noexcept nogil:
-    """Called when the shard is 70 % full: grow it if the budget allows (old and new arrays
-    coexist while growing), else give up the upper half of its key range."""
-    cdef uint64_t cap = s.mask + 1
-    while s.size * 10 > cap * 7:
-        if s.budget == 0 or cap * 16 * 3 <= s.budget or s.hi - s.lo < 2:
-            return shard_grow(s)
+    """Called when the shard is 3/4 full: grow it by half if the budget allows (old and new
+    arrays coexist while growing), else give up the upper half of its key range."""
+    cdef uint64_t newcap
+    while s.size * 4 > s.cap * 3:
+        newcap = s.cap + s.cap // 2
+        if (s.budget == 0 or (s.cap + newcap) * sizeof(NSlot) + s.carries_cap * sizeof(Carry) <= s.budget
+                or s.hi - s.lo < 2):
+            return shard_grow(s, newcap)
         s.hi = s.lo + (s.hi - s.lo) // 2
         s.evictions += 1
         shard_filter(s)
     return 0
 
 
+cdef inline int slot_add(Shard *s, NSlot *sl, uint64_t count) noexcept nogil:
+    cdef uint64_t total = <uint64_t> sl.count + count
+    sl.count = <uint32_t> total
+    if total >> 32:
+        return add_carry(s, sl.key, total >> 32)
+    return 0
+
+
 cdef inline int shard_add(Shard *s, uint64_t key, uint64_t h, uint64_t count) noexcept nogil:
-    cdef uint64_t j = h & s.mask
+    cdef uint64_t j = home_slot(h, s.cap)
+    cdef NSlot *sl
     while True:
-        if s.keys[j] == key:
-            s.counts[j] += count
-            return 0
-        if s.keys[j] == 0:
-            s.keys[j] = key
-            s.counts[j] = count
+        sl = &s.slots[j]
+        if sl.key == key:
+            return slot_add(s, sl, count)
+        if sl.key == 0:
+            sl.key = key
+            sl.count = 0
             s.size += 1
-            if s.size * 10 > (s.mask + 1) * 7:
+            if slot_add(s, sl, count) != 0:
+                return -1
+            if s.size * 4 > s.cap * 3:
                 return shard_make_room(s)
             return 0
-        j = (j + 1) & s.mask
+        j += 1
+        if j == s.cap:
+            j = 0
 
 
 cdef class NgramTable:
@@ -242,8 +367,7 @@ cdef class NgramTable:
         cdef int i
         if self.shards != NULL:
             for i in range(self.nshards):
-                free(self.shards[i].keys)
-                free(self.shards[i].counts)
+                shard_free(&self.shards[i])
             free(self.shards)
 
     def set_starts(self, starts):
@@ -277,7 +401,7 @@ cdef class NgramTable:
         cdef uint64_t n = 0
         cdef int i
         for i in range(self.nshards):
-            n += (self.shards[i].mask + 1) * 16
+            n += shard_nbytes(&self.shards[i])
         return n
 
     def count_bytes(self, const unsigned char[:] buf, const int64_t[:] ends, int part=0, int nparts=1):
@@ -325,7 +449,7 @@ cdef class NgramTable:
                             hbuf[nb] = h
                             sbuf[nb] = sh
                             nb += 1
-                            __builtin_prefetch(&s.keys[h & s.mask], 1, 1)
+                            __builtin_prefetch(&s.slots[home_slot(h, s.cap)], 1, 1)
                     for q in range(nb):
                         s = &self.shards[sbuf[q]]
                         if not shard_owns(s, hbuf[q]):   # its range may have shrunk meanwhile
@@ -365,13 +489,16 @@ cdef class NgramTable:
     def get(self, uint64_t key):
         cdef uint64_t h = mix64(key)
         cdef Shard *s = &self.shards[shard_of(h, self.nshards)]
-        cdef uint64_t j = h & s.mask
+        cdef uint64_t j = home_slot(h, s.cap)
+        compact_carries(s)
         while True:
-            if s.keys[j] == key:
-                return s.counts[j]
-            if s.keys[j] == 0:
+            if s.slots[j].key == key:
+                return slot_total(s, &s.slots[j])
+            if s.slots[j].key == 0:
                 return 0
-            j = (j + 1) & s.mask
+            j += 1
+            if j == s.cap:
+                j = 0
 
     def export(self, uint64_t min_count=1, bint free_tables=False):
         """``(keys, counts)``: the keys with count >= ``min_count``, sorted, as uint64 arrays.
@@ -384,9 +511,10 @@ cdef class NgramTable:
         parts_k, parts_c = [], []
         for i in range(self.nshards):
             s = &self.shards[i]
+            compact_carries(s)
             m = 0
-            for j in range(s.mask + 1):
-                if s.keys[j] != 0 and s.counts[j] >= min_count:
+            for j in range(s.cap):
+                if s.slots[j].key != 0 and slot_total(s, &s.slots[j]) >= min_count:
                     m += 1
             ks = np.empty(m, dtype=np.uint64)
             cs = np.empty(m, dtype=np.uint64)
@@ -394,9 +522,9 @@ cdef class NgramTable:
             parts_k.append(ks)
             parts_c.append(cs)
             if free_tables:
-                free(s.keys)
-                free(s.counts)
-                shard_alloc(s, 0)
+                shard_free(s)
+                if shard_alloc(s, 0) != 0:
+                    raise MemoryError()
         keys = np.concatenate(parts_k) if parts_k else np.empty(0, np.uint64)
         del parts_k
         counts = np.concatenate(parts_c) if parts_c else np.empty(0, np.uint64)
@@ -406,27 +534,20 @@ cdef class NgramTable:
 
 
 cdef void _collect(Shard *s, uint64_t min_count, uint64_t[:] ks, uint64_t[:] cs) noexcept:
-    cdef uint64_t j, m = 0
+    cdef uint64_t j, m = 0, c
     with nogil:
-        for j in range(s.mask + 1):
-            if s.keys[j] != 0 and s.counts[j] >= min_count:
-                ks[m] = s.keys[j]
-                cs[m] = s.counts[j]
-                m += 1
+        for j in range(s.cap):
+            if s.slots[j].key != 0:
+                c = slot_total(s, &s.slots[j])
+                if c >= min_count:
+                    ks[m] = s.slots[j].key
+                    cs[m] = c
+                    m += 1
 
 
 cdef struct LMSlot:
     uint64_t key      # 0 = empty (a packed key always has a non-zero length byte)
     double value
-
-
-cdef extern from *:
-    """
-    static inline uint64_t tm_fastrange64(uint64_t h, uint64_t n) {
-        return (uint64_t)(((unsigned __int128)h * n) >> 64);
-    }
-    """
-    uint64_t tm_fastrange64(uint64_t h, uint64_t n) nogil
 
 
 cdef class KeyMap:

@@ -27,6 +27,7 @@ from libc.stdint cimport uint64_t, int64_t, uint32_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
+from ._alloc cimport zeroed_alloc, zeroed_free
 from ._hash cimport mix64, range_value, shard_of
 
 import numpy as np
@@ -103,47 +104,12 @@ cdef struct StrTable:
     int evictions
 
 
-cdef extern from "stdlib.h" nogil:
-    int posix_memalign(void **memptr, size_t alignment, size_t size)
-from libc.string cimport memset
+cdef inline Slot *slots_alloc(uint64_t cap) noexcept nogil:
+    return <Slot *> zeroed_alloc(cap * sizeof(Slot))
 
 
-cdef extern from "sys/mman.h" nogil:
-    int madvise(void *addr, size_t length, int advice)
-    void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
-    int munmap(void *addr, size_t length)
-    int MADV_HUGEPAGE, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS
-    void *MAP_FAILED
-
-cdef enum:
-    BIG_SLOTS = 4 << 20       # slot arrays this large are mapped directly, on 2 MB pages
-
-
-cdef Slot *slots_alloc(uint64_t cap) noexcept nogil:
-    """Zeroed slots, cache-line aligned. Large arrays are mapped straight from the kernel
-    (already zero: no second zeroing pass) on 2 MB pages where it allows (each add is a random
-    access: huge pages spare TLB misses and page faults)."""
-    cdef void *p = NULL
-    cdef size_t size = cap * sizeof(Slot)
-    if size >= BIG_SLOTS:
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        if p == MAP_FAILED:
-            return NULL
-        madvise(p, size, MADV_HUGEPAGE)
-        return <Slot *> p
-    if posix_memalign(&p, 64, size) != 0:
-        return NULL
-    memset(p, 0, size)
-    return <Slot *> p
-
-
-cdef void slots_free(Slot *slots, uint64_t cap) noexcept nogil:
-    if slots == NULL:
-        return
-    if cap * sizeof(Slot) >= BIG_SLOTS:
-        munmap(slots, cap * sizeof(Slot))
-    else:
-        free(slots)
+cdef inline void slots_free(Slot *slots, uint64_t cap) noexcept nogil:
+    zeroed_free(slots, cap * sizeof(Slot))
 
 
 cdef int st_init(StrTable *t, uint64_t capacity, uint64_t budget) noexcept nogil:
