@@ -21,3 +21,18 @@ cdef inline uint64_t range_value(uint64_t h) noexcept nogil:
 
 cdef inline int shard_of(uint64_t h, int nshards) noexcept nogil:
     return <int>((h >> 40) % <uint64_t>nshards)
+
+
+cdef extern from *:
+    """
+    static inline uint64_t tm_fastrange64(uint64_t h, uint64_t n) {
+        return (uint64_t)(((unsigned __int128)h * n) >> 64);
+    }
+    """
+    uint64_t tm_fastrange64(uint64_t h, uint64_t n) nogil
+
+
+cdef inline uint64_t home_slot(uint64_t h, uint64_t cap) noexcept nogil:
+    # the home slot of hash h in a table of any capacity (fastrange over a product: the top
+    # bits of h also choose the shard, see shard_of, so they are mixed with the lower ones)
+    return tm_fastrange64(h * 0x9E3779B97F4A7C15ULL, cap)

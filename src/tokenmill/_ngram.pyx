@@ -23,7 +23,7 @@ from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memset
 
 from ._alloc cimport zeroed_alloc, zeroed_free
-from ._hash cimport mix64, range_value, shard_of
+from ._hash cimport home_slot, mix64, range_value, shard_of, tm_fastrange64
 
 import numpy as np
 
@@ -69,15 +69,6 @@ def unpack_many(uint64_t[:] keys):
     return out
 
 
-cdef extern from *:
-    """
-    static inline uint64_t tm_fastrange64(uint64_t h, uint64_t n) {
-        return (uint64_t)(((unsigned __int128)h * n) >> 64);
-    }
-    """
-    uint64_t tm_fastrange64(uint64_t h, uint64_t n) nogil
-
-
 cdef packed struct NSlot:    # 12 bytes: a packed key (0 = empty slot) and its count mod 2**32
     uint64_t key
     uint32_t count
@@ -109,12 +100,6 @@ cdef uint64_t MIN_SLOTS = 256
 def key_range_value(uint64_t key):
     """The value in 0..2**32 that decides which counting pass owns ``key``."""
     return range_value(mix64(key))
-
-
-cdef inline uint64_t home_slot(uint64_t h, uint64_t cap) noexcept nogil:
-    # fastrange over a product: the top bits of h also choose the shard (shard_of), so they
-    # are mixed with the lower ones first
-    return tm_fastrange64(h * 0x9E3779B97F4A7C15ULL, cap)
 
 
 cdef inline uint64_t shard_nbytes(Shard *s) noexcept nogil:

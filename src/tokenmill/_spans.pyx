@@ -28,7 +28,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
 from ._alloc cimport zeroed_alloc, zeroed_free
-from ._hash cimport mix64, range_value, shard_of
+from ._hash cimport home_slot, mix64, range_value, shard_of
 
 import numpy as np
 
@@ -93,7 +93,7 @@ cdef struct Slot:         # 32 bytes, two per cache line
 
 cdef struct StrTable:
     Slot *slots
-    uint64_t mask
+    uint64_t cap          # any number of slots >= 256; grows by half when 3/4 full
     uint64_t size
     unsigned char *arena  # strings longer than INLINE, as [uint32 length][bytes]
     int64_t arena_len
@@ -114,13 +114,13 @@ cdef inline void slots_free(Slot *slots, uint64_t cap) noexcept nogil:
 
 cdef int st_init(StrTable *t, uint64_t capacity, uint64_t budget) noexcept nogil:
     cdef uint64_t cap = 256
-    while cap * 7 < capacity * 10:
-        cap <<= 1
+    if capacity * 4 > cap * 3:
+        cap = capacity * 4 // 3 + 1
     t.slots = slots_alloc(cap)
     t.arena_cap = 4096
     t.arena = <unsigned char *> malloc(t.arena_cap)
     t.arena_len = 0
-    t.mask = cap - 1
+    t.cap = cap
     t.size = 0
     t.lo = 0
     t.hi = C_FULL_RANGE
@@ -133,18 +133,18 @@ cdef int st_init(StrTable *t, uint64_t capacity, uint64_t budget) noexcept nogil
 
 
 cdef void st_free(StrTable *t) noexcept nogil:
-    slots_free(t.slots, t.mask + 1)
+    slots_free(t.slots, t.cap)
     free(t.arena)
     t.slots = NULL
     t.arena = NULL
-    t.mask = 0
+    t.cap = 0
     t.size = 0
     t.arena_len = 0
     t.arena_cap = 0
 
 
 cdef inline uint64_t st_nbytes(StrTable *t) noexcept nogil:
-    return (t.mask + 1) * sizeof(Slot) + <uint64_t>t.arena_cap
+    return t.cap * sizeof(Slot) + <uint64_t>t.arena_cap
 
 
 cdef inline bint st_owns(StrTable *t, uint64_t h) noexcept nogil:
@@ -185,13 +185,13 @@ cdef int st_rebuild(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil
     """Move the entries this table still owns into fresh slots (``cap`` of them) and a
     compacted arena of at least ``arena_min`` bytes."""
     cdef Slot *ns = slots_alloc(cap)
-    cdef uint64_t i, j, newmask = cap - 1, live = 0
+    cdef uint64_t i, j, live = 0
     cdef int64_t pos = 0, acap, off
     cdef uint32_t plen
     cdef unsigned char *a
     if ns == NULL:
         return -1
-    for i in range(t.mask + 1):
+    for i in range(t.cap):
         if t.slots[i].count != 0 and t.slots[i].len == LONG and st_owns(t, t.slots[i].h):
             memcpy(&off, t.slots[i].data, 8)
             memcpy(&plen, t.arena + off, 4)
@@ -204,11 +204,13 @@ cdef int st_rebuild(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil
         slots_free(ns, cap)
         return -1
     pos = 0
-    for i in range(t.mask + 1):
+    for i in range(t.cap):
         if t.slots[i].count != 0 and st_owns(t, t.slots[i].h):
-            j = t.slots[i].h & newmask
+            j = home_slot(t.slots[i].h, cap)
             while ns[j].count != 0:
-                j = (j + 1) & newmask
+                j += 1
+                if j == cap:
+                    j = 0
             ns[j] = t.slots[i]
             if t.slots[i].len == LONG:
                 memcpy(&off, t.slots[i].data, 8)
@@ -217,10 +219,10 @@ cdef int st_rebuild(StrTable *t, uint64_t cap, int64_t arena_min) noexcept nogil
                 memcpy(ns[j].data, &pos, 8)
                 pos += 4 + plen
             live += 1
-    slots_free(t.slots, t.mask + 1)
+    slots_free(t.slots, t.cap)
     free(t.arena)
     t.slots = ns
-    t.mask = newmask
+    t.cap = cap
     t.size = live
     t.arena = a
     t.arena_len = pos
@@ -235,12 +237,13 @@ cdef inline int st_evict(StrTable *t, uint64_t cap, int64_t arena_min) noexcept 
 
 
 cdef int st_make_room(StrTable *t) noexcept nogil:
-    """The table is 70 % full: double it if the budget allows, else give up half its range."""
+    """The table is 3/4 full: grow it by half if the budget allows, else give up half its
+    range."""
     cdef uint64_t cap
-    while t.size * 10 > (t.mask + 1) * 7:
-        cap = t.mask + 1
-        if t.budget == 0 or cap * 2 * sizeof(Slot) + <uint64_t>t.arena_cap <= t.budget or t.hi - t.lo < 2:
-            if st_rebuild(t, cap * 2, t.arena_cap) != 0:
+    while t.size * 4 > t.cap * 3:
+        cap = t.cap
+        if t.budget == 0 or (cap + cap // 2) * sizeof(Slot) + <uint64_t>t.arena_cap <= t.budget or t.hi - t.lo < 2:
+            if st_rebuild(t, cap + cap // 2, t.arena_cap) != 0:
                 return -1
         elif st_evict(t, cap, 0) != 0:
             return -1
@@ -256,9 +259,9 @@ cdef int st_reserve(StrTable *t, int64_t need) noexcept nogil:
         newcap = t.arena_cap + t.arena_cap // 2
         if newcap < need:
             newcap = need
-        if (t.budget != 0 and (t.mask + 1) * sizeof(Slot) + <uint64_t>newcap > t.budget
+        if (t.budget != 0 and t.cap * sizeof(Slot) + <uint64_t>newcap > t.budget
                 and t.hi - t.lo >= 2 and t.size > 0):
-            if st_evict(t, t.mask + 1, 0) != 0:
+            if st_evict(t, t.cap, 0) != 0:
                 return -1
             return 1
         a = <unsigned char *> realloc(t.arena, newcap)
@@ -278,12 +281,14 @@ cdef int st_add(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h, i
     cdef Slot *s
     if not st_owns(t, h):
         return 0
-    j = h & t.mask
+    j = home_slot(h, t.cap)
     while t.slots[j].count != 0:
         if t.slots[j].h == h and slot_equals(t, &t.slots[j], p, n):
             t.slots[j].count += count
             return 0
-        j = (j + 1) & t.mask
+        j += 1
+        if j == t.cap:
+            j = 0
     if n > INLINE:
         while True:
             rc = st_reserve(t, t.arena_len + 4 + n)
@@ -293,9 +298,11 @@ cdef int st_add(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h, i
                 break
             if not st_owns(t, h):     # its half of the range was given up
                 return 0
-        j = h & t.mask                # the table may have been rebuilt: find the free slot again
+        j = home_slot(h, t.cap)       # the table may have been rebuilt: find the free slot again
         while t.slots[j].count != 0:
-            j = (j + 1) & t.mask
+            j += 1
+            if j == t.cap:
+                j = 0
     s = &t.slots[j]
     s.h = h
     s.count = count
@@ -310,17 +317,19 @@ cdef int st_add(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h, i
         s.len = LONG
         t.arena_len += 4 + n
     t.size += 1
-    if t.size * 10 > (t.mask + 1) * 7:
+    if t.size * 4 > t.cap * 3:
         return st_make_room(t)
     return 0
 
 
 cdef int64_t st_get(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h) noexcept nogil:
-    cdef uint64_t j = h & t.mask
+    cdef uint64_t j = home_slot(h, t.cap)
     while t.slots[j].count != 0:
         if t.slots[j].h == h and slot_equals(t, &t.slots[j], p, n):
             return t.slots[j].count
-        j = (j + 1) & t.mask
+        j += 1
+        if j == t.cap:
+            j = 0
     return 0
 
 
@@ -329,7 +338,7 @@ cdef void st_export(StrTable *t, int64_t min_count, unsigned char *blob, int64_t
     cdef uint64_t i
     cdef Py_ssize_t n
     cdef const unsigned char *p
-    for i in range(t.mask + 1):
+    for i in range(t.cap):
         if t.slots[i].count >= min_count and t.slots[i].count != 0:
             p = slot_bytes(t, &t.slots[i], &n)
             memcpy(blob + pos[0], p, n)
@@ -342,7 +351,7 @@ cdef void st_export(StrTable *t, int64_t min_count, unsigned char *blob, int64_t
 cdef void st_export_size(StrTable *t, int64_t min_count, int64_t *nbytes, Py_ssize_t *m) noexcept nogil:
     cdef uint64_t i
     cdef Py_ssize_t n
-    for i in range(t.mask + 1):
+    for i in range(t.cap):
         if t.slots[i].count >= min_count and t.slots[i].count != 0:
             slot_bytes(t, &t.slots[i], &n)
             nbytes[0] += n
@@ -652,7 +661,7 @@ cdef class SpanCounter:
                 raise ValueError("bad range start")
             self.tables[i].lo = starts[i]
             self.tables[i].hi = C_FULL_RANGE
-            if st_rebuild(&self.tables[i], self.tables[i].mask + 1, 0) != 0:
+            if st_rebuild(&self.tables[i], self.tables[i].cap, 0) != 0:
                 raise MemoryError()
 
     def ranges(self):
@@ -744,7 +753,7 @@ cdef class SpanCounter:
                     if q + AHEAD < m:
                         x = &rs[q + AHEAD]
                         t = &self.tables[shard_of(x.h, self.nshards)]
-                        __builtin_prefetch(&t.slots[x.h & t.mask], 1, 1)
+                        __builtin_prefetch(&t.slots[home_slot(x.h, t.cap)], 1, 1)
                     x = &rs[q]
                     t = &self.tables[shard_of(x.h, self.nshards)]
                     if st_add(t, bases[r] + x.start, x.length, x.h, 1) != 0:
