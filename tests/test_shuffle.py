@@ -348,6 +348,38 @@ def test_sigkill_litter_is_removed_by_the_next_run(tmp_path):
     assert litter(tmp_path) == [] and sorted(read_lines([out])) == [b"a\n", b"b\n"]
 
 
+def test_writes_are_cut_into_pieces_and_survive_short_writes(tmp_path, monkeypatch):
+    data = bytes(random.Random(5).randbytes(3 * shuffle_mod.WRITE_PIECE + 123))
+    sizes = []
+    real_write = os.write
+
+    def short_write(fd, view):
+        sizes.append(len(view))
+        return real_write(fd, bytes(view)[: max(1, len(view) * 2 // 3)])   # the kernel may write less
+
+    monkeypatch.setattr(shuffle_mod.os, "write", short_write)
+    path = tmp_path / "out.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    shuffle_mod._write_all(fd, data, str(path))
+    os.close(fd)
+    assert path.read_bytes() == data
+    assert max(sizes) <= shuffle_mod.WRITE_PIECE and len(sizes) > 4
+
+    class ShortFile:
+        def __init__(self):
+            self.chunks, self.calls = [], []
+
+        def write(self, view):
+            self.calls.append(len(view))
+            n = max(1, len(view) // 2)
+            self.chunks.append(bytes(view[:n]))
+            return n
+
+    f = ShortFile()
+    shuffle_mod._write_file(f, data, "x")
+    assert b"".join(f.chunks) == data and max(f.calls) <= shuffle_mod.WRITE_PIECE
+
+
 @pytest.mark.parametrize("target, memory", [("_write_all", "1M"), ("_write_file", "1M"),
                                             ("_write_file", "64M")])  # 64M: shuffled from a mapping
 def test_disk_full_gives_one_line_error_and_no_output(tmp_path, monkeypatch, capsys, target, memory):

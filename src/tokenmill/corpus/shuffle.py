@@ -244,12 +244,17 @@ class _Stopped(Exception):
 
 
 # --------------------------------------------------------------------------- writing helpers
+# Each write() call copies at most this much: on the machines measured, copying into the page
+# cache ran 3-6x slower in calls of 4 MB than in calls of 64-256 KB (same bytes, same buffers).
+WRITE_PIECE = 256 << 10
+
+
 def _write_all(fd: int, view, path: str) -> None:
     """Write all of ``view`` to ``fd``; an error names ``path``. Tests replace this to inject faults."""
     view = memoryview(view)
     while len(view):
         try:
-            n = os.write(fd, view)
+            n = os.write(fd, view[:WRITE_PIECE])
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, path) from None
         view = view[n:]
@@ -259,9 +264,10 @@ def _write_file(f, view, path: str) -> None:
     view = memoryview(view)
     try:
         while len(view):
-            n = f.write(view)
-            if n is None or n >= len(view):
-                break
+            piece = view[:WRITE_PIECE]
+            n = f.write(piece)
+            if n is None:
+                n = len(piece)
             view = view[n:]
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, path) from None
