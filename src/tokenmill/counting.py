@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _spans
 from .corpus.io import (compression_of, expand_inputs, input_size, iter_documents, open_input, prefetch,
-                        spool_stdin, temp_name)
+                        spool_stdin, temp_name, write_all)
 from .errors import InputError, TokenmillError
 from .spec import CountSpec, parse_size
 
@@ -407,7 +407,7 @@ def write_tsv(out, runs: list[Run], top: int | None = None, space_byte: int = -1
             fmt = lambda lo: _spans.format_tsv(r.blob, r.offs, r.counts, r.order, lo, min(lo + chunk, n), space_byte)
             for lo in range(0, n, chunk * 8):
                 for text in pool.map(fmt, range(lo, min(lo + chunk * 8, n), chunk)):
-                    out.write(text)
+                    write_all(out, text)
         return n
     batch_blob, batch_counts = [], []
     for count, s in merged(runs, top):

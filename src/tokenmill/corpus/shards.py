@@ -48,6 +48,7 @@ from ..spec import Spec, option
 from ..errors import InputError
 from .io import (AtomicOutputs, atomic_output, clean_litter, compression_of, expand_inputs,
                  input_size, iter_documents, open_input)
+from . import io as tio
 
 FORMAT = "tokenmill-shards"
 VERSION = 1
@@ -258,11 +259,8 @@ class _ShortInput(Exception):
 
 
 def _write_all(f, array: np.ndarray) -> None:
-    """Write an array's bytes without copying them (a raw file may take a write in parts)."""
-    view = memoryview(array).cast("B")
-    while view:
-        n = f.write(view)
-        view = view[n:]
+    """Write an array's bytes without copying them, in pieces (see :func:`corpus.io.write_all`)."""
+    tio.write_all(f, array)
 
 
 class _ShardWriter:

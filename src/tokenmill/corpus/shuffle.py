@@ -244,9 +244,7 @@ class _Stopped(Exception):
 
 
 # --------------------------------------------------------------------------- writing helpers
-# Each write() call copies at most this much: on the machines measured, copying into the page
-# cache ran 3-6x slower in calls of 4 MB than in calls of 64-256 KB (same bytes, same buffers).
-WRITE_PIECE = 256 << 10
+WRITE_PIECE = tio.WRITE_PIECE    # the most one write() call copies (see corpus.io)
 
 
 def _write_all(fd: int, view, path: str) -> None:
@@ -261,14 +259,8 @@ def _write_all(fd: int, view, path: str) -> None:
 
 
 def _write_file(f, view, path: str) -> None:
-    view = memoryview(view)
     try:
-        while len(view):
-            piece = view[:WRITE_PIECE]
-            n = f.write(piece)
-            if n is None:
-                n = len(piece)
-            view = view[n:]
+        tio.write_all(f, view)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, path) from None
 
