@@ -543,11 +543,12 @@ cdef struct Rec:          # 16 bytes: batches are below 4 GiB (checked in collec
 
 
 cdef class Records:
-    """The n-gram occurrences one :meth:`SpanCounter.collect` call found, filed by part."""
+    """The n-gram occurrences one :meth:`SpanCounter.collect` call found, filed by table (so
+    that the adds into one table come together, while its slots are in the cache)."""
     cdef Rec **recs
     cdef Py_ssize_t *n
     cdef Py_ssize_t *cap
-    cdef int nparts
+    cdef readonly int nparts
     cdef const unsigned char *base
     cdef object owner           # keeps the text alive while records point into it
 
@@ -607,7 +608,7 @@ cdef class SpanCounter:
 
     >>> c = SpanCounter()
     >>> u = byte_units(b"abab")
-    >>> c.add([c.collect(b"abab", *u, 2, 0, len(u[2]), 1)], 0, 1)
+    >>> c.add([c.collect(b"abab", *u, 2, 0, len(u[2]))], 0, 1)
     >>> sorted(c.items())
     [(b'a', 2), (b'ab', 2), (b'b', 2), (b'ba', 1)]
     """
@@ -670,17 +671,17 @@ cdef class SpanCounter:
 
     def collect(self, const unsigned char[:] buf, const int64_t[:] ustart, const int64_t[:] uend,
                 const int64_t[:] seg_ends, int order, Py_ssize_t seg_lo, Py_ssize_t seg_hi,
-                int nparts, int min_order=1, Records into=None):
+                int min_order=1, Records into=None):
         """Step 1: the n-grams of ``min_order..order`` units inside segments
-        ``seg_lo..seg_hi-1``, filed under part ``shard % nparts`` (skipping strings outside
-        the current hash ranges). Returns them as :class:`Records` (``into``, cleared and
-        reused, if given). Releases the GIL."""
+        ``seg_lo..seg_hi-1``, filed by table (skipping strings outside the current hash
+        ranges). Returns them as :class:`Records` (``into``, cleared and reused, if given).
+        Releases the GIL."""
         cdef Records out
-        if into is not None and into.nparts == nparts:
+        if into is not None and into.nparts == self.nshards:
             out = into
             out.clear()
         else:
-            out = Records(nparts)
+            out = Records(self.nshards)
         cdef Py_ssize_t k, a, b, i, n, prev, e
         cdef uint64_t state, h
         cdef int sh, err = 0
@@ -710,7 +711,7 @@ cdef class SpanCounter:
                             sh = shard_of(h, self.nshards)
                             t = &self.tables[sh]
                             if st_owns(t, h):
-                                if out.push(sh % nparts, h, ustart[i], e - ustart[i]) != 0:
+                                if out.push(sh, h, ustart[i], e - ustart[i]) != 0:
                                     err = 1
                                     break
                         n += 1
@@ -723,44 +724,48 @@ cdef class SpanCounter:
         return out
 
     def add(self, list records, int part, int nparts):
-        """Step 2: add the records filed under ``part`` in every :class:`Records` of
-        ``records`` (``nparts`` threads call this at once, one per part). Releases the GIL."""
+        """Step 2: add the records of tables ``part``, ``part + nparts``, ... from every
+        :class:`Records` of ``records`` (``nparts`` threads call this at once, one per part),
+        one table after the other. Releases the GIL."""
         cdef Py_ssize_t nr = len(records), r, q, m
         cdef Records rec
         cdef Rec *rs
         cdef Rec *x
         cdef StrTable *t
-        cdef int err = 0
+        cdef int err = 0, sh
         cdef const unsigned char **bases = <const unsigned char **> malloc((nr + 1) * sizeof(void *))
-        cdef Rec **lists = <Rec **> malloc((nr + 1) * sizeof(Rec *))
-        cdef Py_ssize_t *lens = <Py_ssize_t *> malloc((nr + 1) * sizeof(Py_ssize_t))
+        cdef Rec ***lists = <Rec ***> malloc((nr + 1) * sizeof(Rec **))
+        cdef Py_ssize_t **lens = <Py_ssize_t **> malloc((nr + 1) * sizeof(Py_ssize_t *))
         if bases == NULL or lists == NULL or lens == NULL:
             free(bases); free(lists); free(lens)
             raise MemoryError()
         for r in range(nr):
-            rec = <Records?> records[r]
-            if rec.nparts != nparts:
+            rec = <Records?> records[r]     # ``records`` keeps them alive while we run
+            if rec.nparts != self.nshards:
                 free(bases); free(lists); free(lens)
-                raise ValueError("records were filed for another number of parts")
+                raise ValueError("records were filed for another number of tables")
             bases[r] = rec.base
-            lists[r] = rec.recs[part]
-            lens[r] = rec.n[part]
+            lists[r] = rec.recs
+            lens[r] = rec.n
         with nogil:
-            for r in range(nr):
-                rs = lists[r]
-                m = lens[r]
-                for q in range(m):
-                    if q + AHEAD < m:
-                        x = &rs[q + AHEAD]
-                        t = &self.tables[shard_of(x.h, self.nshards)]
-                        __builtin_prefetch(&t.slots[home_slot(x.h, t.cap)], 1, 1)
-                    x = &rs[q]
-                    t = &self.tables[shard_of(x.h, self.nshards)]
-                    if st_add(t, bases[r] + x.start, x.length, x.h, 1) != 0:
-                        err = 1
+            sh = part
+            while sh < self.nshards:
+                t = &self.tables[sh]
+                for r in range(nr):
+                    rs = lists[r][sh]
+                    m = lens[r][sh]
+                    for q in range(m):
+                        if q + AHEAD < m:
+                            __builtin_prefetch(&t.slots[home_slot(rs[q + AHEAD].h, t.cap)], 1, 1)
+                        x = &rs[q]
+                        if st_add(t, bases[r] + x.start, x.length, x.h, 1) != 0:
+                            err = 1
+                            break
+                    if err:
                         break
                 if err:
                     break
+                sh += nparts
         free(bases); free(lists); free(lens)
         if err:
             raise MemoryError("n-gram table: out of memory")

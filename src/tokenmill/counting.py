@@ -320,7 +320,7 @@ class PassCounter:
         total = self.source.total_bytes()
         # per part of a batch, reused from batch to batch: unit arrays and n-gram records
         spaces = [_spans.UnitBuffer() for _ in range(T)]
-        records = [_spans.Records(T) for _ in range(T)]
+        records = [_spans.Records(SHARDS) for _ in range(T)]
         with ThreadPoolExecutor(T) as pool:
             while min(starts) < _spans.FULL_RANGE:
                 self.stats.passes += 1
@@ -338,7 +338,7 @@ class PassCounter:
 
                         def collect(k):
                             b, (us, ue, se) = self.units(parts[k], spaces[k])
-                            return table.collect(b, us, ue, se, self.order, 0, len(se), T, self.min_order,
+                            return table.collect(b, us, ue, se, self.order, 0, len(se), self.min_order,
                                                  records[k]), len(us)
 
                         got = list(pool.map(collect, range(len(parts))))
