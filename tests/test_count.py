@@ -96,20 +96,34 @@ def _passes(data: bytes, tmp_path, unit, order, workers, table_budget):
     counter = PassCounter(source, units, order, workers=workers, progress=False,
                           table_budget=table_budget, batch_bytes=4096)
     runs = counter.run(1)
-    return [(s, c) for c, s in merged(runs)], counter.stats.passes
+    return [(s, c) for c, s in merged(runs)], counter.stats.passes, counter.stats.reserved
 
 
 def test_same_counts_for_any_workers_and_budget(tmp_path):
     rng = random.Random(7)
     data = b"\n".join(bytes(rng.randrange(97, 123) for _ in range(rng.randrange(50, 200))) for _ in range(600))
     want = count_reference(data, "byte", 4)
-    results = set()
+    results, reserved = set(), set()
     for workers in (1, 2, 3):
         for budget in (None, 40_000, 200_000):
-            got, passes = _passes(data, tmp_path, "byte", 4, workers, budget)
+            got, passes, keys = _passes(data, tmp_path, "byte", 4, workers, budget)
             assert got == want, (workers, budget)
             results.add(passes)
+            reserved.add(keys)
     assert max(results) > 2          # the small budgets really forced extra passes
+    assert max(reserved) > 0         # and without a budget the tables were pre-sized early on
+
+
+def test_presized_tables_hold_what_was_counted():
+    c = _spans.SpanCounter(4)
+    u = _spans.byte_units(b"abcabd")
+    c.add([c.collect(b"abcabd", *u, 3, 0, len(u[2]))], 0, 1)
+    before = sorted(c.items())
+    for part in range(2):
+        c.reserve(10_000, part, 2)
+    assert sorted(c.items()) == before and c.nbytes > 10_000 * 32
+    c.add([c.collect(b"abcabd", *u, 3, 0, len(u[2]))], 0, 1)
+    assert sorted(c.items()) == [(k, 2 * n) for k, n in before]
 
 
 def test_cli_writes_sorted_escaped_tsv(tmp_path):

@@ -665,6 +665,24 @@ cdef class SpanCounter:
             if st_rebuild(&self.tables[i], self.tables[i].cap, 0) != 0:
                 raise MemoryError()
 
+    def reserve(self, uint64_t keys, int part=0, int nparts=1):
+        """Make room for ``keys`` strings in all, spread evenly over the tables (those of
+        ``part`` of ``nparts``), where each table's budget allows: growing once to the final
+        size costs far less than growing by half again and again. Releases the GIL."""
+        cdef uint64_t want = keys // <uint64_t>self.nshards + 1, cap = want * 4 // 3 + 1
+        cdef int i = part, err = 0
+        cdef StrTable *t
+        with nogil:
+            while i < self.nshards:
+                t = &self.tables[i]
+                if cap > t.cap and (t.budget == 0 or cap * sizeof(Slot) + <uint64_t>t.arena_cap <= t.budget):
+                    if st_rebuild(t, cap, t.arena_cap) != 0:
+                        err = 1
+                        break
+                i += nparts
+        if err:
+            raise MemoryError("n-gram table: out of memory")
+
     def ranges(self):
         """``[(lo, hi)]`` per table: the range values whose strings this counter counted."""
         return [(self.tables[i].lo, self.tables[i].hi) for i in range(self.nshards)]

@@ -18,6 +18,7 @@ The same :class:`PassCounter` drives the new-word discovery (:mod:`tokenmill.dis
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import re
 import struct
@@ -283,6 +284,46 @@ class PassStats:
     distinct: int = 0
     seconds: float = 0.0
     sort_seconds: float = 0.0      # export and sort of the counts (part of ``seconds``)
+    reserved: int = 0              # keys the tables were pre-sized for (0: not pre-sized)
+
+
+class _TableSizer:
+    """Predicts, early in the first pass, how many distinct n-grams the whole input has, so
+    that the tables grow once to about their final size instead of by half again and again
+    (each growth re-inserts every entry into fresh memory: about half the adding time).
+
+    Distinct n-grams grow with the text read like ``bytes ** beta`` (Heaps' law), with
+    ``beta`` measured between two points early in the input (the first after 2.5 % of it,
+    the second at twice as many bytes). ``beta`` falls as the text grows, so the
+    extrapolation overshoots (by 16-23 % on zh.train); the estimate is 85 % of it, and the
+    tables still grow as usual if it falls short. Inputs of unknown size (compressed, JSON
+    lines, stdin) are not pre-sized.
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+        self.seen = 0
+        self.first = None       # (bytes, distinct) at the first point
+        self.done = False
+
+    def estimate(self, nbytes: int, distinct: int) -> int:
+        """After a batch of ``nbytes``, with ``distinct`` keys so far: 0 (not yet, or not at
+        all), or, once, the number of keys to make room for."""
+        self.seen += nbytes
+        if self.done:
+            return 0
+        if self.first is None:
+            if self.seen >= self.total // 40:
+                self.first = (self.seen, distinct)
+            return 0
+        b0, d0 = self.first
+        if self.seen < 2 * b0:
+            return 0
+        self.done = True
+        if self.seen * 2 > self.total or d0 == 0 or distinct <= d0:
+            return 0        # too late to help, or nothing to go by
+        beta = min(1.0, max(0.3, math.log(distinct / d0) / math.log(self.seen / b0)))
+        return int(0.85 * distinct * (self.total / self.seen) ** beta)
 
 
 class PassCounter:
@@ -332,6 +373,7 @@ class PassCounter:
                 table = _spans.SpanCounter(SHARDS, table_budget)
                 table.set_starts(starts)
                 label = self.label if passes == 1 else f"{self.label} (pass {passes})"
+                sizer = _TableSizer(total) if passes == 1 and total and not self.table_budget else None
                 with Progress(label, total_bytes=total, item_name="lines", enabled=None if self.progress else False) as bar:
                     for buf, lines in prefetch(self.source.batches(self.batch_bytes)):
                         parts = split_lines(buf, T)
@@ -352,6 +394,11 @@ class PassCounter:
                         for r in records:
                             r.clear()
                         bar.update(len(buf) + 1, lines)
+                        if sizer is not None:
+                            keys = sizer.estimate(len(buf) + 1, len(table))
+                            if keys:
+                                list(pool.map(lambda p: table.reserve(keys, p, T), range(T)))
+                                self.stats.reserved = keys
                 starts = [hi for _, hi in table.ranges()]
                 self.stats.distinct += len(table)
                 t_sort = time.monotonic()
