@@ -365,6 +365,25 @@ cdef class NgramTable:
             self.shards[i].hi = C_FULL_RANGE
             shard_filter(&self.shards[i])
 
+    def reserve(self, uint64_t keys, int part=0, int nparts=1):
+        """Make room for ``keys`` keys in all, spread evenly over the shards (those of ``part``
+        of ``nparts``), each then 2/3 full (it grows at 3/4), where its budget allows: growing
+        once to the final size costs far less than growing by half again and again. Releases
+        the GIL."""
+        cdef uint64_t want = keys // <uint64_t>self.nshards + 1, cap = want * 3 // 2 + 1
+        cdef int i = part, err = 0
+        cdef Shard *s
+        with nogil:
+            while i < self.nshards:
+                s = &self.shards[i]
+                if cap > s.cap and (s.budget == 0 or (s.cap + cap) * sizeof(NSlot) + s.carries_cap * sizeof(Carry) <= s.budget):
+                    if shard_grow(s, cap) != 0:
+                        err = 1
+                        break
+                i += nparts
+        if err:
+            raise MemoryError("n-gram table: out of memory")
+
     def ranges(self):
         """``[(lo, hi)]`` per shard: the range values whose keys this table counted."""
         return [(self.shards[i].lo, self.shards[i].hi) for i in range(self.nshards)]

@@ -667,9 +667,10 @@ cdef class SpanCounter:
 
     def reserve(self, uint64_t keys, int part=0, int nparts=1):
         """Make room for ``keys`` strings in all, spread evenly over the tables (those of
-        ``part`` of ``nparts``), where each table's budget allows: growing once to the final
-        size costs far less than growing by half again and again. Releases the GIL."""
-        cdef uint64_t want = keys // <uint64_t>self.nshards + 1, cap = want * 4 // 3 + 1
+        ``part`` of ``nparts``), each then 2/3 full (it grows at 3/4), where its budget allows:
+        growing once to the final size costs far less than growing by half again and again.
+        Releases the GIL."""
+        cdef uint64_t want = keys // <uint64_t>self.nshards + 1, cap = want * 3 // 2 + 1
         cdef int i = part, err = 0
         cdef StrTable *t
         with nogil:

@@ -287,7 +287,7 @@ class PassStats:
     reserved: int = 0              # keys the tables were pre-sized for (0: not pre-sized)
 
 
-class _TableSizer:
+class TableSizer:
     """Predicts, early in the first pass, how many distinct n-grams the whole input has, so
     that the tables grow once to about their final size instead of by half again and again
     (each growth re-inserts every entry into fresh memory: about half the adding time).
@@ -373,7 +373,7 @@ class PassCounter:
                 table = _spans.SpanCounter(SHARDS, table_budget)
                 table.set_starts(starts)
                 label = self.label if passes == 1 else f"{self.label} (pass {passes})"
-                sizer = _TableSizer(total) if passes == 1 and total and not self.table_budget else None
+                sizer = TableSizer(total) if passes == 1 and total and not self.table_budget else None
                 with Progress(label, total_bytes=total, item_name="lines", enabled=None if self.progress else False) as bar:
                     for buf, lines in prefetch(self.source.batches(self.batch_bytes)):
                         parts = split_lines(buf, T)

@@ -42,6 +42,7 @@ import numpy as np
 
 from . import _lattice, _ngram, _spans
 from .corpus.io import prefetch
+from .counting import TableSizer
 from .errors import InputError, TokenmillError
 from .spec import NormalizerSpec, TrainerSpec, parse_size
 
@@ -311,8 +312,9 @@ class Trainer:
                 table = _ngram.NgramTable(spec.order, SHARDS, limit)
                 table.set_starts(starts)
                 label = "count n-grams" if passes == 1 else f"count n-grams (pass {passes})"
-                with self._bar(label, total_bytes=corpus.total_bytes_hint() if corpus.sample == 1 else None,
-                               item_name="docs") as bar:
+                total = corpus.total_bytes_hint() if corpus.sample == 1 else None
+                sizer = TableSizer(total) if passes == 1 and total and not corpus.field else None
+                with self._bar(label, total_bytes=total, item_name="docs") as bar:
                     for buf, doc_ends in prefetch(corpus.batches()):
                         ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
                         list(pool.map(lambda part: table.count_bytes(buf, ends, part, T), range(T)))
@@ -320,6 +322,10 @@ class Trainer:
                             docs += len(doc_ends)
                             nbytes += len(buf)
                         bar.update(len(buf), len(doc_ends))
+                        if sizer is not None:
+                            keys = sizer.estimate(len(buf), len(table))
+                            if keys:
+                                list(pool.map(lambda part: table.reserve(keys, part, T), range(T)))
                 if passes == 1:
                     unigrams += table.unigrams
                     positions = table.positions
