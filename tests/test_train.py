@@ -91,6 +91,23 @@ def test_ngram_counts_past_32_bits_are_exact():
     assert dict(zip(got_keys.tolist(), got_counts.tolist())) == want
 
 
+def test_reserved_table_keeps_and_goes_on_counting():
+    docs = make_docs(100)
+    buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)
+    ends = _ngram.chunk_ends(buf, doc_ends, True, False, 32768)
+    plain, reserved = _ngram.NgramTable(5, 4), _ngram.NgramTable(5, 4)
+    for t in (plain, reserved):
+        t.count_bytes(buf, ends, 0, 1)
+    small = reserved.nbytes
+    for part in range(2):
+        reserved.reserve(50_000, part, 2)
+    assert reserved.nbytes > max(small, 50_000 * 12)
+    for t in (plain, reserved):
+        t.count_bytes(buf, ends, 0, 1)
+    for a, b in zip(plain.export(1), reserved.export(1)):
+        assert np.array_equal(a, b)
+
+
 def test_chunks_match_reference():
     docs = make_docs(200) + [b"12ab34\n\n\ncd", b"\n", "长" .encode() * 50]
     buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)
