@@ -97,26 +97,27 @@ def main() -> None:
     unknown = wanted - {key for key, *_ in tools}
     if unknown:
         raise SystemExit(f"--tools: unknown {', '.join(sorted(unknown))}")
-    tools = [(name, cmd, note) for key, name, cmd, note in tools if key in wanted]
     rows = []
-    for name, cmd, note in tools:
+    for key, name, cmd, note in tools:
+        if key not in wanted:
+            continue
         best = None
-        for _ in range(args.repeat if "sort -R" not in name else 1):
+        for _ in range(args.repeat if key != "sort" else 1):
             wall, peak = run(cmd)
             best = (wall, peak) if best is None or wall < best[0] else best
-        rows.append((name, best[0], best[1], note))
+        rows.append((key, name, best[0], best[1], note))
         print(f"{name}: {best[0]:.2f} s, {nbytes / best[0] / 1e6:.0f} MB/s, peak {best[1] / 2**20:.0f} MiB",
               file=sys.stderr)
     os.unlink(out)
-    cp_rate = nbytes / rows[0][1] / 1e6
+    walls = {key: wall for key, _, wall, _, _ in rows}
+    cp_rate = nbytes / walls["cp"] / 1e6
     limit = cp_rate / 2
-    shuf_rows = [r for r in rows if r[0] == "GNU `shuf`"]
-    shuf_rate = nbytes / shuf_rows[0][1] / 1e6 if shuf_rows else None
+    shuf_rate = nbytes / walls["shuf"] / 1e6 if "shuf" in walls else None
     print(f"\nInput: {nbytes / 1e6:.0f} MB, {args.dir}, {os.cpu_count()} CPUs, --workers {args.workers}; "
           f"physical limit = cp / 2 = {limit:.0f} MB/s\n")
     print("| tool | peak RSS | wall | MB/s | vs limit (cp/2) | vs shuf | note |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    for name, wall, peak, note in rows:
+    for _, name, wall, peak, note in rows:
         rate = nbytes / wall / 1e6
         vs_shuf = f"{rate / shuf_rate:.2f}x" if shuf_rate else "-"
         print(f"| {name} | {peak / 2**20:.0f} MiB | {wall:.2f} s | {rate:.0f} | {rate / limit:.2f}x | "

@@ -36,3 +36,19 @@ cdef inline uint64_t home_slot(uint64_t h, uint64_t cap) noexcept nogil:
     # the home slot of hash h in a table of any capacity (fastrange over a product: the top
     # bits of h also choose the shard, see shard_of, so they are mixed with the lower ones)
     return tm_fastrange64(h * 0x9E3779B97F4A7C15ULL, cap)
+
+
+# Table sizes shared by the open-addressing tables (n-gram keys and strings): a table grows by
+# half when more than 3/4 full; a table sized ahead of time is left 2/3 full.
+
+cdef inline bint over_full(uint64_t size, uint64_t cap) noexcept nogil:
+    return size * 4 > cap * 3
+
+
+cdef inline uint64_t grown(uint64_t cap) noexcept nogil:
+    return cap + cap // 2
+
+
+cdef inline uint64_t reserved_slots(uint64_t keys, int ntables) noexcept nogil:
+    # slots per table for ``keys`` keys spread evenly over ``ntables`` tables, 2/3 full
+    return (keys // <uint64_t>ntables + 1) * 3 // 2 + 1

@@ -13,8 +13,8 @@ extensions (b"ab" < b"ab\\x00" < b"abc" < b"b").
 :class:`NgramTable` is an open-addressing hash table (key -> count) split into shards by the
 key's hash; a slot is 12 bytes (the key and its count mod 2**32; the rare counts that pass
 2**32 keep their carries beside the table) and a shard grows by half when 3/4 full, so the
-table takes 16 to 24 bytes per distinct n-gram. Shard ``s`` is only ever touched by the thread that passes ``shard=s``, so
-several threads count one batch at once without locks, and since counts are sums the result
+table takes 16 to 24 bytes per distinct n-gram. Shard ``s`` is only ever touched by the
+thread that passes ``shard=s``, so several threads count one batch at once without locks, and since counts are sums the result
 does not depend on how batches or shards were spread over threads. Counts are exact: nothing
 is sampled or dropped until :meth:`NgramTable.export` applies ``min_count``.
 """
@@ -23,7 +23,7 @@ from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memset
 
 from ._alloc cimport zeroed_alloc, zeroed_free
-from ._hash cimport home_slot, mix64, range_value, shard_of, tm_fastrange64
+from ._hash cimport grown, home_slot, mix64, over_full, range_value, reserved_slots, shard_of, tm_fastrange64
 
 import numpy as np
 
@@ -262,8 +262,8 @@ cdef int shard_make_room(Shard *s) noexcept nogil:
     """Called when the shard is 3/4 full: grow it by half if the budget allows (old and new
     arrays coexist while growing), else give up the upper half of its key range."""
     cdef uint64_t newcap
-    while s.size * 4 > s.cap * 3:
-        newcap = s.cap + s.cap // 2
+    while over_full(s.size, s.cap):
+        newcap = grown(s.cap)
         if (s.budget == 0 or (s.cap + newcap) * sizeof(NSlot) + s.carries_cap * sizeof(Carry) <= s.budget
                 or s.hi - s.lo < 2):
             return shard_grow(s, newcap)
@@ -294,7 +294,7 @@ cdef inline int shard_add(Shard *s, uint64_t key, uint64_t h, uint64_t count) no
             s.size += 1
             if slot_add(s, sl, count) != 0:
                 return -1
-            if s.size * 4 > s.cap * 3:
+            if over_full(s.size, s.cap):
                 return shard_make_room(s)
             return 0
         j += 1
@@ -370,7 +370,7 @@ cdef class NgramTable:
         of ``nparts``), each then 2/3 full (it grows at 3/4), where its budget allows: growing
         once to the final size costs far less than growing by half again and again. Releases
         the GIL."""
-        cdef uint64_t want = keys // <uint64_t>self.nshards + 1, cap = want * 3 // 2 + 1
+        cdef uint64_t cap = reserved_slots(keys, self.nshards)
         cdef int i = part, err = 0
         cdef Shard *s
         with nogil:

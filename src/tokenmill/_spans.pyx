@@ -28,7 +28,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
 from ._alloc cimport zeroed_alloc, zeroed_free
-from ._hash cimport home_slot, mix64, range_value, shard_of
+from ._hash cimport grown, home_slot, mix64, over_full, range_value, reserved_slots, shard_of
 
 import numpy as np
 
@@ -241,12 +241,12 @@ cdef int st_make_room(StrTable *t) noexcept nogil:
     """The table is 3/4 full: grow it by half if the budget allows, else give up half its
     range."""
     cdef uint64_t cap
-    while t.size * 4 > t.cap * 3:
-        cap = t.cap
-        if t.budget == 0 or (cap + cap // 2) * sizeof(Slot) + <uint64_t>t.arena_cap <= t.budget or t.hi - t.lo < 2:
-            if st_rebuild(t, cap + cap // 2, t.arena_cap) != 0:
+    while over_full(t.size, t.cap):
+        cap = grown(t.cap)
+        if t.budget == 0 or cap * sizeof(Slot) + <uint64_t>t.arena_cap <= t.budget or t.hi - t.lo < 2:
+            if st_rebuild(t, cap, t.arena_cap) != 0:
                 return -1
-        elif st_evict(t, cap, 0) != 0:
+        elif st_evict(t, t.cap, 0) != 0:
             return -1
     return 0
 
@@ -318,7 +318,7 @@ cdef int st_add(StrTable *t, const unsigned char *p, Py_ssize_t n, uint64_t h, i
         s.len = LONG
         t.arena_len += 4 + n
     t.size += 1
-    if t.size * 4 > t.cap * 3:
+    if over_full(t.size, t.cap):
         return st_make_room(t)
     return 0
 
@@ -549,23 +549,23 @@ cdef class Records:
     cdef Rec **recs
     cdef Py_ssize_t *n
     cdef Py_ssize_t *cap
-    cdef readonly int nparts
+    cdef readonly int ntables
     cdef const unsigned char *base
     cdef object owner           # keeps the text alive while records point into it
 
-    def __cinit__(self, int nparts):
+    def __cinit__(self, int ntables):
         cdef int p
-        self.nparts = nparts
-        self.recs = <Rec **> calloc(nparts, sizeof(Rec *))
-        self.n = <Py_ssize_t *> calloc(nparts, sizeof(Py_ssize_t))
-        self.cap = <Py_ssize_t *> calloc(nparts, sizeof(Py_ssize_t))
+        self.ntables = ntables
+        self.recs = <Rec **> calloc(ntables, sizeof(Rec *))
+        self.n = <Py_ssize_t *> calloc(ntables, sizeof(Py_ssize_t))
+        self.cap = <Py_ssize_t *> calloc(ntables, sizeof(Py_ssize_t))
         if self.recs == NULL or self.n == NULL or self.cap == NULL:
             raise MemoryError()
 
     def __dealloc__(self):
         cdef int p
         if self.recs != NULL:
-            for p in range(self.nparts):
+            for p in range(self.ntables):
                 free(self.recs[p])
         free(self.recs)
         free(self.n)
@@ -574,14 +574,14 @@ cdef class Records:
     def __len__(self):
         cdef Py_ssize_t total = 0
         cdef int p
-        for p in range(self.nparts):
+        for p in range(self.ntables):
             total += self.n[p]
         return total
 
     def clear(self):
         """Forget the records, keeping the memory for the next batch."""
         cdef int p
-        for p in range(self.nparts):
+        for p in range(self.ntables):
             self.n[p] = 0
         self.owner = None
         self.base = NULL
@@ -671,7 +671,7 @@ cdef class SpanCounter:
         ``part`` of ``nparts``), each then 2/3 full (it grows at 3/4), where its budget allows:
         growing once to the final size costs far less than growing by half again and again.
         Releases the GIL."""
-        cdef uint64_t want = keys // <uint64_t>self.nshards + 1, cap = want * 3 // 2 + 1
+        cdef uint64_t cap = reserved_slots(keys, self.nshards)
         cdef int i = part, err = 0
         cdef StrTable *t
         with nogil:
@@ -697,7 +697,7 @@ cdef class SpanCounter:
         ranges). Returns them as :class:`Records` (``into``, cleared and reused, if given).
         Releases the GIL."""
         cdef Records out
-        if into is not None and into.nparts == self.nshards:
+        if into is not None and into.ntables == self.nshards:
             out = into
             out.clear()
         else:
@@ -761,7 +761,7 @@ cdef class SpanCounter:
             raise MemoryError()
         for r in range(nr):
             rec = <Records?> records[r]     # ``records`` keeps them alive while we run
-            if rec.nparts != self.nshards:
+            if rec.ntables != self.nshards:
                 free(bases); free(lists); free(lens)
                 raise ValueError("records were filed for another number of tables")
             bases[r] = rec.base
@@ -1074,7 +1074,6 @@ def format_tsv(const unsigned char[:] blob, const int64_t[:] offs, const int64_t
         for k in range(lo, hi):
             if k + FETCH_AHEAD < hi:
                 __builtin_prefetch(&offs[order[k + FETCH_AHEAD]], 0, 0)
-                __builtin_prefetch(&counts[order[k + FETCH_AHEAD]], 0, 0)
             x = order[k]
             need += 2 * (offs[x + 1] - offs[x]) + 24
     out = bytearray(need)

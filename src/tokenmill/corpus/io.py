@@ -299,8 +299,8 @@ def input_size(path: str | os.PathLike) -> int | None:
 # random. A crashed (SIGKILLed, power cut) run leaves such names behind; clean_litter removes
 # those created on this host by a process that no longer exists.
 
-# Each write() call copies at most this much: on the machines measured, copying into the page
-# cache ran 3-6x slower in calls of 4 MB than in calls of 64-256 KB (same bytes, same buffers).
+# Each write() call copies at most this much: on the machine measured, copying into the page
+# cache ran 2-6x slower in calls of 1-4 MB than in calls of 64-256 KB (same bytes, same buffers).
 WRITE_PIECE = 256 << 10
 
 

@@ -47,8 +47,7 @@ from ..progress import Progress, format_count
 from ..spec import Spec, option
 from ..errors import InputError
 from .io import (AtomicOutputs, atomic_output, clean_litter, compression_of, expand_inputs,
-                 input_size, iter_documents, open_input)
-from . import io as tio
+                 input_size, iter_documents, open_input, write_all)
 
 FORMAT = "tokenmill-shards"
 VERSION = 1
@@ -258,11 +257,6 @@ class _ShortInput(Exception):
     pass
 
 
-def _write_all(f, array: np.ndarray) -> None:
-    """Write an array's bytes without copying them, in pieces (see :func:`corpus.io.write_all`)."""
-    tio.write_all(f, array)
-
-
 class _ShardWriter:
     """Appends documents to the current shard; closes it at ``shard_tokens`` and records it."""
 
@@ -299,8 +293,8 @@ class _ShardWriter:
             k = int(np.searchsorted(ends[start_doc:], base + room, side="left")) + start_doc
             last = min(k, n - 1)
             stop = int(ends[last])
-            _write_all(self.bin, ids[base:stop])
-            _write_all(self.idx, (ends[start_doc:last + 1] - base + self.tokens).astype("<u8"))
+            write_all(self.bin, ids[base:stop])
+            write_all(self.idx, (ends[start_doc:last + 1] - base + self.tokens).astype("<u8"))
             self.tokens += stop - base
             self.documents += last + 1 - start_doc
             self.next_document += last + 1 - start_doc
