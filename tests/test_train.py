@@ -48,7 +48,7 @@ def vocab_counts(vocab):
 
 # ------------------------------------------------------------------------ compiled phases
 
-@pytest.mark.parametrize("order", [1, 3, 6, 7])
+@pytest.mark.parametrize("order", [1, 3, 6, 7, 8, 11, 15])
 def test_ngram_counts_match_reference(order):
     docs = make_docs(150)
     texts = [c for d in docs for c in ref.chunks(d)]
@@ -59,12 +59,31 @@ def test_ngram_counts_match_reference(order):
     for part in range(3):
         table.count_bytes(buf, ends, part, 3)
     keys, counts = table.export(1)
-    got = dict(zip(_ngram.unpack_many(keys), counts.tolist()))
-    for b in range(256):
-        if table.unigrams[b]:
-            got[bytes([b])] = int(table.unigrams[b])
-    assert got == expected
+    got = dict(zip(keys.tolist(), counts.tolist()))
+    want = {_ngram.key_of(g): c for g, c in expected.items() if len(g) > 1}
+    assert len(want) == sum(len(g) > 1 for g in expected)      # no two n-grams share a key
+    assert got == want
+    assert {bytes([b]): int(table.unigrams[b]) for b in range(256) if table.unigrams[b]} == \
+        {g: c for g, c in expected.items() if len(g) == 1}
     assert table.positions == positions
+    if order <= 7:
+        assert dict(zip(_ngram.unpack_many(keys), counts.tolist())) == {g: c for g, c in expected.items() if len(g) > 1}
+
+
+def test_long_ngram_keys():
+    # up to 7 bytes the key is the packing; beyond, a hash above the length: distinct for
+    # n-grams that differ in any byte or in length, never a packed key
+    assert _ngram.key_of(b"abc") == _ngram.pack(b"abc")
+    rng = np.random.default_rng(5)
+    grams = {bytes(rng.integers(0, 3, n, dtype=np.uint8)) for n in rng.integers(8, 16, 5000)}
+    grams |= {b"\x00" * n for n in range(1, 16)} | {b"\xff" * n for n in range(1, 16)}
+    keys = {_ngram.key_of(g) for g in grams}
+    assert len(keys) == len(grams)
+    assert all(_ngram.key_of(g) & 0xFF == len(g) for g in grams)
+    with pytest.raises(ValueError):
+        _ngram.key_of(b"x" * 16)
+    with pytest.raises(ValueError):
+        _ngram.NgramTable(16)
 
 
 def test_ngram_counts_past_32_bits_are_exact():
@@ -119,27 +138,30 @@ def test_chunks_match_reference():
             assert got == [c for d in docs for c in ref.chunks(d, split_newlines, digits, 16)]
 
 
-def test_lm_segmentation_matches_reference():
+@pytest.mark.parametrize("order", [3, 6, 7, 9, 15])
+def test_lm_segmentation_matches_reference(order):
     docs = make_docs(300)
     texts = [c for d in docs for c in ref.chunks(d)]
-    counts, positions = ref.count_ngrams(texts, 6)
+    counts, positions = ref.count_ngrams(texts, order)
     lm = ref.language_model(counts, positions, 2)
     buf, doc_ends = b"".join(docs), np.cumsum([len(d) for d in docs]).astype(np.int64)
     ends = _ngram.chunk_ends(buf, doc_ends, True, False, 32768)
-    table = _ngram.NgramTable(6, 1)
+    table = _ngram.NgramTable(order, 1)
     table.count_bytes(buf, ends, 0, 1)
     keys, cnts = table.export(2)
     uni = table.unigrams.astype(float)
     uni[uni == 0] = 1
-    model = _ngram.lm_from_counts(keys, cnts, np.log(uni))
+    model = _ngram.lm_from_counts(keys, cnts)
+    assert model.size == sum(len(g) > 1 for g in lm)
     for g, v in lm.items():
-        if len(g) > 1:
-            assert model.get(_ngram.pack(g)) == pytest.approx(v, abs=1e-12)
-    piece_ends = _ngram.lm_segment(model, np.log(uni) - math.log(uni.sum()), buf,
-                                   np.concatenate([[0], ends]), 6, True)
+        if len(g) > 1:   # the model holds log counts; the reference, log c(g) - log c(g[:-1])
+            prefix = math.log(uni[g[0]]) if len(g) == 2 else model.get(_ngram.key_of(g[:-1]))
+            assert model.get(_ngram.key_of(g)) - prefix == pytest.approx(v, abs=1e-12)
+    piece_ends = _ngram.lm_segment(model, np.log(uni) - math.log(uni.sum()), np.log(uni), buf,
+                                   np.concatenate([[0], ends]), order, True)
     starts = np.concatenate([[0], piece_ends[:-1]])
     got = [buf[a:b] for a, b in zip(starts, piece_ends)]
-    assert got == [p for t in texts for p in ref.lm_segment(t, lm, 6, True)]
+    assert got == [p for t in texts for p in ref.lm_segment(t, lm, order, True)]
 
 
 def test_ensure_unicode_pieces_are_whole_characters():
@@ -153,9 +175,10 @@ def test_ensure_unicode_pieces_are_whole_characters():
 
 # ------------------------------------------------------------------------ whole trainer
 
-def test_trainer_matches_reference():
+@pytest.mark.parametrize("order", [7, 10])
+def test_trainer_matches_reference(order):
     docs = make_docs(300)
-    spec = TrainerSpec(vocab_size=[420, 300], refine=False, progress=False)
+    spec = TrainerSpec(vocab_size=[420, 300], refine=False, progress=False, order=order)
     trainer = Trainer(spec)
     corpus = Corpus(docs)
     lm = list(trainer._count_ngrams(corpus))
@@ -202,7 +225,7 @@ def test_special_tokens_and_metadata(trained_small):
     assert tok.special_tokens == {"<pad>": 0, "<s>": 1}
     assert 300 < tok.vocab_size <= 600
     assert tok.trainer_options["vocab_size"] == [600]
-    assert tok.trainer_options["order"] == 7 and tok.trainer_options["min_count"] == 4
+    assert tok.trainer_options["order"] == 9 and tok.trainer_options["min_count"] == 4
 
 
 def test_isolate_digits():
@@ -346,6 +369,44 @@ def test_multi_pass_counting_is_exact():
     order = np.argsort(keys)
     assert passes > 2
     assert np.array_equal(keys[order], expected[0]) and np.array_equal(counts[order], expected[1])
+
+
+def test_long_ngrams_are_counted_from_kept_windows():
+    # order > 7: the second stage counts only the n-grams of 8+ bytes whose 7-byte windows
+    # were kept; every n-gram that reaches min_count gets its exact count, and far fewer
+    # keys are stored than by counting every long n-gram
+    data = zipf_text(800)
+    buf = data.replace(b"\n", b"")
+    ends = np.cumsum([len(x) for x in data.split(b"\n")[:-1]]).astype(np.int64)
+    full = _ngram.NgramTable(12, 4)
+    full.count_bytes(buf, ends, 0, 1)
+    everything = len(full)
+    want = dict(zip(*(a.tolist() for a in full.export(3))))
+    short = _ngram.NgramTable(7, 4)
+    short.count_bytes(buf, ends, 0, 1)
+    keys, counts = short.export(3)
+    long_table = _ngram.NgramTable(12, 4)
+    for part in range(2):
+        _ngram.count_long(long_table, buf, ends, _ngram.lm_from_counts(keys, counts), part, 2)
+    stored = len(long_table) + len(short)
+    got = dict(zip(keys.tolist(), counts.tolist()))
+    got.update(zip(*(a.tolist() for a in long_table.export(3))))
+    assert got == want
+    assert sum(k & 0xFF >= 8 for k in want) > 1000
+    assert stored < everything * 0.7, (stored, everything)
+
+
+def test_high_order_model_does_not_depend_on_workers_or_budget(tmp_path):
+    path = tmp_path / "zipf.txt"
+    path.write_bytes(zipf_text(6000))     # 1.5 MB: its n-gram table needs more than 64M
+    models, passes = [], []
+    for workers, memory in ((1, "4G"), (3, "64M")):
+        t = Trainer(TrainerSpec(vocab_size=[600], order=10, workers=workers, memory=memory, progress=False))
+        [tok] = t.train([str(path)])
+        models.append(dump(tok))
+        passes.append(t.stats.count_passes)
+    assert models[0] == models[1]
+    assert passes[0] == 2 and passes[1] > 2, passes     # stage 1 and stage 2; more within 64M
 
 
 def test_memory_budget_is_honoured(tmp_path):

@@ -8,7 +8,11 @@ length: the bytes go big-endian into the high bits, the length into the low byte
     True
 
 and sorting keys numerically sorts the n-grams bytewise with every prefix before its
-extensions (b"ab" < b"ab\\x00" < b"abc" < b"b").
+extensions (b"ab" < b"ab\\x00" < b"abc" < b"b"). An n-gram of 8 to ``MAX_ORDER`` bytes does
+not fit: its key is a 56-bit hash of its bytes above its length (:func:`key_of`), so two such
+n-grams share a key with probability about 2**-56 per pair (for 10**7 distinct long n-grams,
+about one chance in 1,400 that any pair does; their counts would then be added together).
+Such keys cannot be unpacked; nothing needs to: the language model only looks n-grams up.
 
 :class:`NgramTable` is an open-addressing hash table (key -> count) split into shards by the
 key's hash; a slot is 12 bytes (the key and its count mod 2**32; the rare counts that pass
@@ -21,19 +25,43 @@ is sampled or dropped until :meth:`NgramTable.export` applies ``min_count``.
 from libc.stdint cimport uint64_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memset
+from libc.math cimport log
 
 from ._alloc cimport zeroed_alloc, zeroed_free
 from ._hash cimport grown, home_slot, mix64, over_full, range_value, reserved_slots, shard_of, tm_fastrange64
 
 import numpy as np
 
-MAX_ORDER = 7
-
 cdef extern from *:
     void __builtin_prefetch(const void *addr, int rw, int locality) nogil
 
 cdef enum:
     BLOCK = 64          # positions whose table slots are prefetched together
+    C_MAX_ORDER = 15    # longest n-gram: 7 bytes packed, then up to 8 more in a 64-bit tail
+
+MAX_ORDER = C_MAX_ORDER
+
+
+cdef inline uint64_t long_key(uint64_t head, uint64_t tail, int n) noexcept nogil:
+    """The key of an n-gram of 8 <= n <= 15 bytes: ``head`` holds its first 7 bytes as
+    :func:`pack` places them (low byte 0), ``tail`` the others as a big-endian integer."""
+    return (mix64(head ^ mix64(tail + <uint64_t>n * 0x9E3779B97F4A7C15ULL)) & ~(<uint64_t>0xFF)) | <uint64_t>n
+
+
+def key_of(bytes ngram):
+    """The key of ``ngram`` (1 to ``MAX_ORDER`` bytes): :func:`pack` up to 7 bytes, a hash
+    above the length beyond (see the module's docstring)."""
+    cdef Py_ssize_t n = len(ngram), i
+    cdef uint64_t head = 0, tail = 0
+    if n <= 7:
+        return pack(ngram)
+    if n > C_MAX_ORDER:
+        raise ValueError(f"an n-gram key holds 1 to {C_MAX_ORDER} bytes")
+    for i in range(7):
+        head |= (<uint64_t>(<uint8_t>ngram[i])) << (56 - 8 * i)
+    for i in range(7, n):
+        tail = (tail << 8) | <uint8_t>ngram[i]
+    return long_key(head, tail, <int>n)
 
 
 def pack(bytes ngram):
@@ -329,8 +357,8 @@ cdef class NgramTable:
 
     def __cinit__(self, int order=6, int shards=1, uint64_t max_bytes=0):
         cdef int i
-        if order < 1 or order > 7:
-            raise ValueError("order must be between 1 and 7")
+        if order < 1 or order > C_MAX_ORDER:
+            raise ValueError(f"order must be between 1 and {C_MAX_ORDER}")
         if shards < 1:
             raise ValueError("shards must be >= 1")
         self.order = order
@@ -414,16 +442,16 @@ cdef class NgramTable:
         batch at once. Chunks are ``buf[ends[k-1]:ends[k]]`` (the first starts at 0).
         Releases the GIL."""
         cdef Py_ssize_t k, start = 0, end, i, n, order = self.order
-        cdef uint64_t base, key, h
+        cdef uint64_t base, key, h, tail
         cdef int nshards = self.nshards, err = 0, sh
         cdef uint64_t[:] uni = self._unigrams
         cdef uint64_t positions = 0
         cdef Shard *s
         if part < 0 or part >= nparts:
             raise ValueError("no such part")
-        cdef uint64_t kbuf[BLOCK * 8]
-        cdef uint64_t hbuf[BLOCK * 8]
-        cdef int sbuf[BLOCK * 8]
+        cdef uint64_t kbuf[BLOCK * C_MAX_ORDER]
+        cdef uint64_t hbuf[BLOCK * C_MAX_ORDER]
+        cdef int sbuf[BLOCK * C_MAX_ORDER]
         cdef Py_ssize_t nb, q, blk_end, i0
         with nogil:
             for k in range(ends.shape[0]):
@@ -438,9 +466,14 @@ cdef class NgramTable:
                             uni[buf[i]] += 1
                             positions += 1
                         n = 2
+                        tail = 0
                         while n <= order and i + n <= end:
-                            base |= (<uint64_t>buf[i + n - 1]) << (64 - 8 * n)
-                            key = base | <uint64_t>n
+                            if n <= 7:
+                                base |= (<uint64_t>buf[i + n - 1]) << (64 - 8 * n)
+                                key = base | <uint64_t>n
+                            else:
+                                tail = (tail << 8) | buf[i + n - 1]
+                                key = long_key(base, tail, <int>n)
                             h = mix64(key)
                             n += 1
                             sh = shard_of(h, nshards)
@@ -555,9 +588,9 @@ cdef struct LMSlot:
 
 
 cdef class KeyMap:
-    """Read-only map packed key -> float64 value (the n-gram language model's log-probabilities).
+    """Read-only map key -> float64 value (the n-gram language model's log counts).
 
-    Built from sorted or unsorted ``keys``/``values`` arrays; missing keys read as ``default``.
+    Made empty for a number of keys, then filled; missing keys read as ``default``.
     Open addressing with linear probing over ``n / 0.6`` slots (any capacity, not a power of
     two: the home slot of a key is ``hash * capacity >> 64``), each slot holding its key and
     value side by side so that a lookup touches one cache line.
@@ -565,16 +598,24 @@ cdef class KeyMap:
     cdef LMSlot *slots
     cdef readonly uint64_t capacity
     cdef readonly uint64_t size
+    cdef uint64_t room
 
-    def __cinit__(self, const uint64_t[:] keys, const double[:] values):
-        cdef uint64_t i, j, k
-        cdef uint64_t n = keys.shape[0]
+    def __cinit__(self, uint64_t n):
+        """An empty map with room for ``n`` keys (:meth:`put_log_counts` fills it)."""
         cdef uint64_t cap = max(<uint64_t>1024, (n * 10) // 6 + 1)
         self.slots = <LMSlot *> calloc(cap, sizeof(LMSlot))
         if self.slots == NULL:
             raise MemoryError()
         self.capacity = cap
-        self.size = n
+        self.size = 0
+        self.room = n
+
+    def put_log_counts(self, const uint64_t[:] keys, const uint64_t[:] counts):
+        """Map each (distinct, not yet present) ``keys[i]`` to ``log(counts[i])``."""
+        cdef uint64_t i, j, k, cap = self.capacity
+        cdef uint64_t n = keys.shape[0]
+        if self.size + n > self.room:
+            raise ValueError("KeyMap: more keys than it was made for")
         with nogil:
             for i in range(n):
                 k = keys[i]
@@ -584,7 +625,8 @@ cdef class KeyMap:
                     if j == cap:
                         j = 0
                 self.slots[j].key = k
-                self.slots[j].value = values[i]
+                self.slots[j].value = log(<double> counts[i])
+        self.size += n
 
     def __dealloc__(self):
         free(self.slots)
@@ -615,6 +657,104 @@ cdef class KeyMap:
 
     cdef inline bint lookup(self, uint64_t key, double *out) noexcept nogil:
         return self.lookup_from(key, self.home(key), out)
+
+
+def count_long(NgramTable table, const unsigned char[:] buf, const int64_t[:] ends, KeyMap windows,
+               int part=0, int nparts=1):
+    """Add to ``table`` every n-gram of 8 to ``table.order`` bytes lying inside one chunk whose
+    7-byte windows are all keys of ``windows``, for the shards of ``part`` of ``nparts`` (as
+    :meth:`NgramTable.count_bytes`). Releases the GIL.
+
+    This is the second counting stage of a language model of order > 7: an n-gram seen at
+    least ``c`` times has every window seen at least ``c`` times, so with ``windows`` = the
+    7-grams kept at ``min_count`` the long n-grams that reach ``min_count`` are all counted,
+    exactly, while the many rare ones (the bulk of the distinct n-grams) are never stored.
+    """
+    cdef Py_ssize_t k, start = 0, end, i, n, L, t, order = table.order, cap = 0
+    cdef uint64_t head, tail, key, h
+    cdef int nshards = table.nshards, err = 0, sh
+    cdef Shard *s
+    cdef unsigned char *ok = NULL
+    cdef double v
+    cdef uint64_t kbuf[BLOCK * C_MAX_ORDER]
+    cdef uint64_t hbuf[BLOCK * C_MAX_ORDER]
+    cdef int sbuf[BLOCK * C_MAX_ORDER]
+    cdef uint64_t wk[BLOCK]
+    cdef uint64_t ws[BLOCK]
+    cdef Py_ssize_t nb, q, blk_end, i0
+    if part < 0 or part >= nparts:
+        raise ValueError("no such part")
+    if order < 8:
+        return
+    with nogil:
+        for k in range(ends.shape[0]):
+            end = ends[k]
+            L = end - start
+            if L >= 8:
+                if L > cap:
+                    free(ok)
+                    cap = L
+                    ok = <unsigned char *> malloc(cap)
+                    if ok == NULL:
+                        err = 1
+                        break
+                # ok[t]: the 7 bytes at start + t are a key of ``windows``
+                head = 0
+                for t in range(6):
+                    head = (head << 8) | buf[start + t]
+                i0 = 0
+                while i0 + 7 <= L:
+                    blk_end = i0 + BLOCK if i0 + BLOCK + 7 <= L else L - 6
+                    for t in range(i0, blk_end):
+                        head = (head << 8) | buf[start + t + 6]
+                        wk[t - i0] = (head << 8) | 7
+                        ws[t - i0] = windows.home(wk[t - i0])
+                        __builtin_prefetch(&windows.slots[ws[t - i0]], 0, 1)
+                    for t in range(i0, blk_end):
+                        ok[t] = windows.lookup_from(wk[t - i0], ws[t - i0], &v)
+                    i0 = blk_end
+                i0 = start
+                while i0 + 8 <= end and not err:
+                    blk_end = i0 + BLOCK if i0 + BLOCK + 8 <= end else end - 7
+                    nb = 0
+                    for i in range(i0, blk_end):
+                        if not ok[i - start]:
+                            continue
+                        head = 0
+                        for t in range(7):
+                            head |= (<uint64_t> buf[i + t]) << (56 - 8 * t)
+                        tail = 0
+                        n = 8
+                        while n <= order and i + n <= end and ok[i - start + n - 7]:
+                            tail = (tail << 8) | buf[i + n - 1]
+                            key = long_key(head, tail, <int>n)
+                            h = mix64(key)
+                            n += 1
+                            sh = shard_of(h, nshards)
+                            if sh % nparts != part:
+                                continue
+                            s = &table.shards[sh]
+                            if not shard_owns(s, h):
+                                continue
+                            kbuf[nb] = key
+                            hbuf[nb] = h
+                            sbuf[nb] = sh
+                            nb += 1
+                            __builtin_prefetch(&s.slots[home_slot(h, s.cap)], 1, 1)
+                    for q in range(nb):
+                        s = &table.shards[sbuf[q]]
+                        if not shard_owns(s, hbuf[q]):
+                            continue
+                        if shard_add(s, kbuf[q], hbuf[q], 1) != 0:
+                            err = 1
+                            break
+                    i0 = blk_end
+            if err:
+                break
+            start = end
+    free(ok)
+    if err:
+        raise MemoryError("n-gram table: out of memory")
 
 
 # ----------------------------------------------------------------------------------------
@@ -687,13 +827,15 @@ cdef inline bint better(int pa, double sa, int pb, double sb) noexcept nogil:
     return pa < pb or (pa == pb and sa > sb)
 
 
-def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
-               const int64_t[:] ends, int order, bint ensure_unicode):
+def lm_segment(KeyMap lm, const double[:] unigram, const double[:] unigram_log_counts,
+               const unsigned char[:] buf, const int64_t[:] ends, int order, bint ensure_unicode):
     """Segment every chunk with the n-gram LM; return the end offsets (in ``buf``) of the pieces.
 
-    State ``j`` at byte ``i`` means "byte i is the (j+1)-th byte of the current piece" and
-    scores ``lm[bytes i-j..i]`` (the conditional log-probability of the byte given the piece so
-    far; state ``order-1`` loops, so a piece may be longer than ``order``). A piece may start
+    ``lm`` maps the key of every kept n-gram (n >= 2) to its log count (:func:`lm_from_counts`);
+    ``unigram_log_counts[b]`` is ``log c(b)`` and ``unigram[b]`` its log-probability. State
+    ``j`` at byte ``i`` means "byte i is the (j+1)-th byte of the current piece" and scores
+    ``log c(bytes i-j..i) - log c(bytes i-j..i-1)`` (the conditional log-probability of the byte
+    given the piece so far; state ``order-1`` loops, so a piece may be longer than ``order``). A piece may start
     anywhere (state 0, scored ``unigram[byte]``). With ``ensure_unicode`` a piece starting on a
     UTF-8 continuation byte costs one *penalty*: paths are compared by penalties first, then by
     score, so valid UTF-8 is split into whole characters whenever the model allows it. Ties go
@@ -705,6 +847,8 @@ def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
     """
     cdef Py_ssize_t maxlen = 0, k, start, end, L, i, j, jj, best_j, npieces = 0, cap
     cdef int O = order
+    if order < 1 or order > C_MAX_ORDER:
+        raise ValueError(f"order must be between 1 and {C_MAX_ORDER}")
     if ends.shape[0] < 2:
         return np.empty(0, dtype=np.int64)
     start = ends[0]
@@ -720,14 +864,15 @@ def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
     cdef double NEG = float("-inf")
     cdef double *V = <double *> malloc(maxlen * O * sizeof(double))
     cdef double *N = <double *> malloc(maxlen * O * sizeof(double))
-    cdef uint64_t kb[BLOCK * 8]
-    cdef uint64_t sb[BLOCK * 8]
-    cdef int ib[BLOCK * 8]
+    cdef uint64_t kb[BLOCK * C_MAX_ORDER]
+    cdef uint64_t sb[BLOCK * C_MAX_ORDER]
+    cdef int ib[BLOCK * C_MAX_ORDER]
     cdef Py_ssize_t nb, q, i0, blk_end
+    cdef uint64_t tail
     cdef int *P = <int *> malloc(maxlen * O * sizeof(int))
     cdef signed char *R = <signed char *> malloc(maxlen * O)
     cdef signed char *state = <signed char *> malloc(maxlen + 1)
-    cdef double node, bs
+    cdef double node, bs, prev
     cdef int bp, pen, BIG = 1 << 30
     cdef uint64_t key
     cdef unsigned char c
@@ -742,20 +887,28 @@ def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
             if L <= 0:
                 start = end
                 continue
-            # node scores N[i, j] = lm[bytes i-j..i] (NEG if absent), looked up a block at a
+            # log counts N[i, j] = log c(bytes i-j..i) (NEG if absent), looked up a block at a
             # time with the table slots prefetched
             i0 = 0
             while i0 < L:
                 blk_end = i0 + BLOCK if i0 + BLOCK < L else L
                 nb = 0
                 for i in range(i0, blk_end):
+                    # the n-gram grows to the left: ``key`` holds its first 7 bytes (all of
+                    # them up to 7), ``tail`` the bytes after those, as in count_bytes
                     key = (<uint64_t> buf[start + i]) << 56
+                    tail = 0
                     for j in range(1, O):
                         N[i * O + j] = NEG
                         if j > i:
                             continue
-                        key = (key >> 8) | ((<uint64_t> buf[start + i - j]) << 56)
-                        kb[nb] = key | <uint64_t>(j + 1)
+                        if j < 7:
+                            key = (key >> 8) | ((<uint64_t> buf[start + i - j]) << 56)
+                            kb[nb] = key | <uint64_t>(j + 1)
+                        else:
+                            tail |= ((key >> 8) & 0xFF) << (8 * (j - 7))   # the 7th byte moves to the tail
+                            key = ((key >> 8) | ((<uint64_t> buf[start + i - j]) << 56)) & ~(<uint64_t>0xFF)
+                            kb[nb] = long_key(key, tail, <int>(j + 1))
                         sb[nb] = lm.home(kb[nb])
                         ib[nb] = <int>(i * O + j)
                         __builtin_prefetch(&lm.slots[sb[nb]], 0, 1)
@@ -764,6 +917,16 @@ def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
                     if lm.lookup_from(kb[q], sb[q], &node):
                         N[ib[q]] = node
                 i0 = blk_end
+            # ... turned into conditional log-probabilities by subtracting the log count of the
+            # n-gram minus its last byte (the one ending a byte earlier, one state lower); from
+            # the last byte back, so every prefix is still a log count when it is read
+            for i in range(L - 1, 0, -1):
+                for j in range(O - 1 if O - 1 < i else i, 0, -1):
+                    node = N[i * O + j]
+                    if node == NEG:
+                        continue
+                    prev = unigram_log_counts[buf[start + i - 1]] if j == 1 else N[(i - 1) * O + j - 1]
+                    N[i * O + j] = node - prev if prev != NEG else NEG
             c = buf[start]
             V[0] = unigram[c]
             P[0] = 1 if (ensure_unicode and (c & 0xC0) == 0x80) else 0
@@ -825,34 +988,23 @@ def lm_segment(KeyMap lm, const double[:] unigram, const unsigned char[:] buf,
     return result[:npieces].copy()
 
 
-def lm_from_counts(const uint64_t[:] keys, const uint64_t[:] counts, const double[:] unigram_log_counts):
-    """The n-gram LM as a :class:`KeyMap`: key -> ``log c(ngram) - log c(ngram minus its last byte)``.
+def lm_from_counts(keys, counts, int length=0):
+    """The n-gram LM as a :class:`KeyMap`: key (:func:`key_of`) -> ``log c(ngram)``, for the
+    n-grams with n >= 2 that were kept. :func:`lm_segment` divides each count by its prefix's
+    as it goes, so the keys need not be unpacked (long n-grams are keyed by a hash).
 
-    ``keys`` hold n-grams with 2 <= n <= 7 whose every prefix (n >= 2) is among them too;
-    ``unigram_log_counts[b]`` is ``log c(b)``. Values are computed in the table itself, longest
-    n-grams first, so no array beyond the table is needed.
+    ``keys``/``counts``: arrays, or lists of arrays (one per counting pass), which are then
+    emptied as they are put in, so that each is freed as soon as it is in the map. With
+    ``length``, only the n-grams of that many bytes are put in.
     """
-    cdef Py_ssize_t i, n = keys.shape[0]
-    cdef KeyMap m = KeyMap(keys, np.log(np.asarray(counts, dtype=np.float64)) if n else np.empty(0))
-    cdef uint64_t j, key, prefix, length
-    cdef int L, bad = 0
-    cdef double pv
-    with nogil:
-        for L in range(7, 1, -1):
-            for j in range(m.capacity):
-                key = m.slots[j].key
-                if key == 0 or <int>(key & 0xFF) != L:
-                    continue
-                if L == 2:
-                    m.slots[j].value = m.slots[j].value - unigram_log_counts[key >> 56]
-                else:
-                    prefix = (key & ~((0x100ULL << (64 - 8 * L)) - 1)) | <uint64_t>(L - 1)
-                    if not m.lookup(prefix, &pv):
-                        bad = 1
-                        break
-                    m.slots[j].value = m.slots[j].value - pv
-            if bad:
-                break
-    if bad:
-        raise ValueError("n-gram keys are not prefix-closed")
-    return m
+    if not isinstance(keys, list):
+        keys, counts = [keys], [counts]
+    if length:      # new lists: the caller's are left alone
+        sel = [(k & 0xFF) == length for k in keys]
+        keys = [k[w] for k, w in zip(keys, sel)]
+        counts = [c[w] for c, w in zip(counts, sel)]
+        del sel
+    cdef KeyMap lm = KeyMap(sum(len(k) for k in keys))
+    while keys:
+        lm.put_log_counts(keys.pop(0), counts.pop(0))
+    return lm

@@ -215,7 +215,6 @@ def train_reference(docs, vocab_size, order=6, min_count=2, max_piece_length=36,
     current = remove_wasted(split_into(keep, drop))
     sizes = [vocab_size] if isinstance(vocab_size, int) else list(vocab_size)
     result = {}
-    for size in sorted(sizes, reverse=True):
-        current = shrink(current, size - n_special)
-        result[size] = current
+    for size in sorted(sizes, reverse=True):   # every size from the same pruned set, as the trainer
+        result[size] = shrink(current, size - n_special)
     return result[vocab_size] if isinstance(vocab_size, int) else result

@@ -195,7 +195,7 @@ class TrainerSpec(Spec):
 
     vocab_size: list = option([8000], "vocabulary size(s), special tokens included; several sizes "
                                       "come from one run, largest first", metavar="N")
-    order: int = option(7, "longest byte n-gram of the language model used to find pieces (1 to 7)",
+    order: int = option(9, "longest byte n-gram of the language model used to find pieces (1 to 15)",
                         metavar="N")
     min_count: int = option(4, "n-grams (n >= 2) and pieces seen fewer times are dropped", metavar="N")
     max_piece_length: int = option(36, "longest piece, in bytes", metavar="N")
@@ -246,8 +246,8 @@ class TrainerSpec(Spec):
             if v < least:
                 raise TokenmillError(f"train: --vocab-size {v} is below 256 bytes + "
                                      f"{len(self.special_tokens)} special tokens = {least}")
-        if not 1 <= self.order <= 7:
-            raise TokenmillError(f"train: --order must be between 1 and 7, got {self.order}")
+        if not 1 <= self.order <= 15:
+            raise TokenmillError(f"train: --order must be between 1 and 15, got {self.order}")
         if self.min_count < 1:
             raise TokenmillError("train: --min-count must be at least 1")
         if self.max_piece_length < 1:

@@ -291,71 +291,90 @@ class Trainer:
         completely in exactly one pass: counts are exact, never estimated. If even the kept
         n-grams (count >= min_count) would not fit, min_count is raised until they do
         (reported in the summary as ``lm_min_count``).
+
+        With ``order`` > 7 a second stage counts the n-grams of 8..order bytes, but only those
+        whose 7-byte windows were all kept by the first (:func:`tokenmill._ngram.count_long`):
+        the same counts for every n-gram that can reach ``min_count``, without storing the
+        many that cannot.
         """
         spec = self.spec
         t0 = time.monotonic()
-        T = self.workers
         budget = max(parse_size(spec.memory) - _BASE_MEMORY, 32 << 20)
-        min_count = spec.min_count
-        kept_keys, kept_counts = [], []
-        unigrams = np.zeros(256, dtype=np.uint64)
-        positions = 0
-        starts = [0] * SHARDS
-        passes = 0
-        docs = nbytes = 0
-        pool = ThreadPoolExecutor(T)
+        self._min_count = spec.min_count
+        self._docs = self._nbytes = self._passes = 0
+        pool = ThreadPoolExecutor(self.workers)
         try:
-            while min(starts) < _ngram.FULL_RANGE:
-                passes += 1
-                kept_bytes = sum(k.nbytes * 2 for k in kept_keys)
-                limit = max(budget - kept_bytes, 8 << 20)
-                table = _ngram.NgramTable(spec.order, SHARDS, limit)
-                table.set_starts(starts)
-                label = "count n-grams" if passes == 1 else f"count n-grams (pass {passes})"
-                total = corpus.total_bytes_hint() if corpus.sample == 1 else None
-                sizer = TableSizer(total) if passes == 1 and total and not corpus.field else None
-                with self._bar(label, total_bytes=total, item_name="docs") as bar:
-                    for buf, doc_ends in prefetch(corpus.batches()):
-                        ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
-                        list(pool.map(lambda part: table.count_bytes(buf, ends, part, T), range(T)))
-                        if passes == 1:
-                            docs += len(doc_ends)
-                            nbytes += len(buf)
-                        bar.update(len(buf), len(doc_ends))
-                        if sizer is not None:
-                            keys = sizer.estimate(len(buf), len(table))
-                            if keys:
-                                list(pool.map(lambda part: table.reserve(keys, part, T), range(T)))
-                if passes == 1:
-                    unigrams += table.unigrams
-                    positions = table.positions
-                    if positions == 0:
-                        raise TokenmillError(f"{_describe(corpus)}: no text to train on (empty corpus)")
-                starts = [hi for _, hi in table.ranges()]
-                k, c = table.export(min_count, free_tables=True)
-                del table
-                kept_keys.append(k)
-                kept_counts.append(c)
-                # the kept n-grams must leave room for the table of the next pass and the LM
-                while sum(x.nbytes * 2 for x in kept_keys) * (_LM_BYTES_PER_KEY / 16) > budget:
-                    min_count = _raise_min_count(kept_counts, min_count)
-                    for i in range(len(kept_keys)):
-                        m = kept_counts[i] >= min_count
-                        kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
+            kept_keys, kept_counts = self._count_stage(corpus, pool, budget, min(spec.order, 7), None, [], [])
+            if spec.order > 7:
+                windows = _ngram.lm_from_counts(kept_keys, kept_counts, length=7)
+                kept_keys, kept_counts = self._count_stage(corpus, pool, budget, spec.order, windows,
+                                                           kept_keys, kept_counts)
+                del windows
         finally:
             pool.shutdown()
-        self.stats.documents, self.stats.bytes, self.stats.count_passes = docs, nbytes, passes
-        self.stats.lm_min_count = min_count
+        self.stats.documents, self.stats.bytes, self.stats.count_passes = self._docs, self._nbytes, self._passes
+        self.stats.lm_min_count = self._min_count
         self._phase("count", t0)
 
         t0 = time.monotonic()
-        keys = np.concatenate(kept_keys) if len(kept_keys) > 1 else kept_keys[0]
-        counts = np.concatenate(kept_counts) if len(kept_counts) > 1 else kept_counts[0]
-        del kept_keys, kept_counts
-        self.stats.ngrams = int(len(keys))
-        lm, uni = build_lm(keys, counts, unigrams, positions)
+        self.stats.ngrams = sum(len(k) for k in kept_keys)
+        lm = build_lm(kept_keys, kept_counts, self._unigrams, self._positions)   # empties the lists
         self._phase("lm", t0)
-        return lm, uni
+        return lm
+
+    def _count_stage(self, corpus, pool, budget, order, windows, kept_keys, kept_counts):
+        """One counting stage: n-grams of 2..``order`` bytes (``windows`` is None), or of
+        8..``order`` bytes whose 7-byte windows are keys of ``windows``; appended to
+        ``kept_keys``/``kept_counts`` (arrays, one per pass), which are returned."""
+        spec = self.spec
+        T = self.workers
+        first_stage = windows is None
+        starts = [0] * SHARDS
+        npass = 0
+        while min(starts) < _ngram.FULL_RANGE:
+            npass += 1
+            self._passes += 1
+            kept_bytes = sum(k.nbytes * 2 for k in kept_keys) + (windows.nbytes if windows is not None else 0)
+            limit = max(budget - kept_bytes, 8 << 20)
+            table = _ngram.NgramTable(order, SHARDS, limit)
+            table.set_starts(starts)
+            what = "count n-grams" if first_stage else f"count 8..{order}-grams"
+            label = what if npass == 1 else f"{what} (pass {npass})"
+            total = corpus.total_bytes_hint() if corpus.sample == 1 else None
+            sizer = TableSizer(total) if first_stage and npass == 1 and total and not corpus.field else None
+            if first_stage:
+                count = lambda buf, ends, part: table.count_bytes(buf, ends, part, T)
+            else:
+                count = lambda buf, ends, part: _ngram.count_long(table, buf, ends, windows, part, T)
+            with self._bar(label, total_bytes=total, item_name="docs") as bar:
+                for buf, doc_ends in prefetch(corpus.batches()):
+                    ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
+                    list(pool.map(lambda part: count(buf, ends, part), range(T)))
+                    if first_stage and npass == 1:
+                        self._docs += len(doc_ends)
+                        self._nbytes += len(buf)
+                    bar.update(len(buf), len(doc_ends))
+                    if sizer is not None:
+                        keys = sizer.estimate(len(buf), len(table))
+                        if keys:
+                            list(pool.map(lambda part: table.reserve(keys, part, T), range(T)))
+            if first_stage and npass == 1:
+                self._unigrams = table.unigrams.copy()
+                self._positions = table.positions
+                if self._positions == 0:
+                    raise TokenmillError(f"{_describe(corpus)}: no text to train on (empty corpus)")
+            starts = [hi for _, hi in table.ranges()]
+            k, c = table.export(self._min_count, free_tables=True)
+            del table
+            kept_keys.append(k)
+            kept_counts.append(c)
+            # the kept n-grams must leave room for the table of the next pass and the LM
+            while sum(x.nbytes * 2 for x in kept_keys) * (_LM_BYTES_PER_KEY / 16) > budget:
+                self._min_count = _raise_min_count(kept_counts, self._min_count)
+                for i in range(len(kept_keys)):
+                    m = kept_counts[i] >= self._min_count
+                    kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
+        return kept_keys, kept_counts
 
     # ---------------------------------------------------------------- 3: segmentation
     def _segment(self, corpus, lm_holder):
@@ -363,7 +382,7 @@ class Trainer:
         (piece k is ``buf[ends[k]:ends[k+1]]``; order: arbitrary, everything downstream sums
         integers or sorts)."""
         spec = self.spec
-        lm, unigram = lm_holder
+        lm, unigram, unigram_log_counts = lm_holder
         t0 = time.monotonic()
         T = self.workers
         counters = [_spans.PieceCounter() for _ in range(T)]
@@ -374,14 +393,15 @@ class Trainer:
                     ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
                     parts = _split_ranges(ends, T)
                     outs = list(pool.map(
-                        lambda r: _ngram.lm_segment(lm, unigram, buf, r, spec.order, spec.ensure_unicode), parts))
+                        lambda r: _ngram.lm_segment(lm, unigram, unigram_log_counts, buf, r, spec.order,
+                                                    spec.ensure_unicode), parts))
                     piece_ends = np.concatenate([np.zeros(1, np.int64)] + outs)
                     del outs
                     list(pool.map(lambda s: counters[s].add_spans(buf, piece_ends, s, T), range(T)))
                     bar.update(len(buf), len(doc_ends))
         finally:
             pool.shutdown()
-        del lm, unigram
+        del lm, unigram, unigram_log_counts
         lm_holder.clear()
         bufs, ends_list, counts_list, offset = [], [], [], 0
         for i in range(T):
@@ -469,7 +489,9 @@ def _split_ranges(ends, parts):
 
 
 def build_lm(keys, counts, unigrams, positions):
-    """The byte n-gram LM: ``(KeyMap of log c(x1..xn) - log c(x1..xn-1) for n >= 2, unigram log-probs)``.
+    """The byte n-gram LM: ``(KeyMap of log c(x1..xn) for n >= 2, unigram log-probs, unigram
+    log counts)`` from the kept n-grams (lists of arrays, emptied as the map fills); :func:`tokenmill._ngram.lm_segment` scores byte xn after x1..xn-1 by
+    ``log c(x1..xn) - log c(x1..xn-1)``.
 
     Every byte is given count 1 if it was never seen (BytePiece's fill), which also adds to the
     number of positions.
@@ -479,7 +501,7 @@ def build_lm(keys, counts, unigrams, positions):
     uni[missing] = 1
     total = float(positions + int(missing.sum()))
     uni_log = np.log(uni)
-    return _ngram.lm_from_counts(keys, counts, uni_log), uni_log - math.log(total)
+    return _ngram.lm_from_counts(keys, counts), uni_log - math.log(total), uni_log
 
 
 # ----------------------------------------------------------------------------- pruning
