@@ -238,7 +238,7 @@ def main(argv=None):
         if "tokenmill" not in rows:
             continue
         tm = rows["tokenmill"]
-        anchors = {k: v for k, v in rows.items() if not k.startswith("tokenmill")}
+        anchors = {k: v for k, v in rows.items() if TOOLS[k][0] != "tokenmill"}   # variants are not anchors
         if anchors:
             print(f"\nRatios at {size} (tokenmill / anchor):")
             for t in args.test:

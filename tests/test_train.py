@@ -225,7 +225,7 @@ def test_special_tokens_and_metadata(trained_small):
     assert tok.special_tokens == {"<pad>": 0, "<s>": 1}
     assert 300 < tok.vocab_size <= 600
     assert tok.trainer_options["vocab_size"] == [600]
-    assert tok.trainer_options["order"] == 9 and tok.trainer_options["min_count"] == 4
+    assert tok.trainer_options["order"] == 8 and tok.trainer_options["min_count"] == 4
 
 
 def test_isolate_digits():
@@ -294,7 +294,7 @@ def test_cli_inputs_and_outputs(tmp_path):
     assert Tokenizer.load(tmp_path / "stdin.json").pieces == Tokenizer.load(tmp_path / "file.json").pieces
 
 
-@pytest.mark.parametrize("case", ["missing", "bad_json", "empty", "small_vocab", "no_field"])
+@pytest.mark.parametrize("case", ["missing", "bad_json", "empty", "small_vocab", "no_field", "big_order"])
 def test_cli_bad_inputs(tmp_path, case):
     good = write_lines(tmp_path / "good.txt", make_docs(50))
     out = tmp_path / "out"
@@ -305,6 +305,7 @@ def test_cli_bad_inputs(tmp_path, case):
         "empty": [str(tmp_path / "empty.txt"), "--vocab-size", "300"],
         "small_vocab": [str(good), "--vocab-size", "257", "--special-tokens", "<s>,</s>"],
         "no_field": [str(tmp_path / "bad.jsonl"), "--field", "body", "--vocab-size", "300"],
+        "big_order": [str(good), "--vocab-size", "300", "--order", "16"],
     }[case]
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": broken\n')
     (tmp_path / "empty.txt").write_bytes(b"\n\n")
@@ -322,6 +323,8 @@ def test_cli_bad_inputs(tmp_path, case):
         assert "empty.txt" in message
     if case == "small_vocab":
         assert "258" in message
+    if case == "big_order":
+        assert "--order must be between 1 and 15" in message
     assert os.listdir(out) == []
 
 

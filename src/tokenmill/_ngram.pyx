@@ -330,6 +330,39 @@ cdef inline int shard_add(Shard *s, uint64_t key, uint64_t h, uint64_t count) no
             j = 0
 
 
+cdef inline Py_ssize_t queue_key(Shard *shards, int nshards, int part, int nparts, uint64_t key,
+                                 uint64_t *kbuf, uint64_t *hbuf, int *sbuf, Py_ssize_t nb) noexcept nogil:
+    """Queue ``key`` (``nb`` keys queued so far) if its shard is one of ``part``'s and owns it,
+    prefetching its home slot; return the new number queued."""
+    cdef uint64_t h = mix64(key)
+    cdef int sh = shard_of(h, nshards)
+    cdef Shard *s
+    if sh % nparts != part:
+        return nb
+    s = &shards[sh]
+    if not shard_owns(s, h):
+        return nb
+    kbuf[nb] = key
+    hbuf[nb] = h
+    sbuf[nb] = sh
+    __builtin_prefetch(&s.slots[home_slot(h, s.cap)], 1, 1)
+    return nb + 1
+
+
+cdef inline int add_queued(Shard *shards, const uint64_t *kbuf, const uint64_t *hbuf, const int *sbuf,
+                           Py_ssize_t nb) noexcept nogil:
+    """Add 1 to each queued key; -1 if out of memory."""
+    cdef Py_ssize_t q
+    cdef Shard *s
+    for q in range(nb):
+        s = &shards[sbuf[q]]
+        if not shard_owns(s, hbuf[q]):   # its range may have shrunk meanwhile
+            continue
+        if shard_add(s, kbuf[q], hbuf[q], 1) != 0:
+            return -1
+    return 0
+
+
 cdef class NgramTable:
     """Exact counts of packed n-gram keys, in ``shards`` parts that threads fill independently.
 
@@ -442,17 +475,16 @@ cdef class NgramTable:
         batch at once. Chunks are ``buf[ends[k-1]:ends[k]]`` (the first starts at 0).
         Releases the GIL."""
         cdef Py_ssize_t k, start = 0, end, i, n, order = self.order
-        cdef uint64_t base, key, h, tail
-        cdef int nshards = self.nshards, err = 0, sh
+        cdef uint64_t base, key, tail
+        cdef int nshards = self.nshards, err = 0
         cdef uint64_t[:] uni = self._unigrams
         cdef uint64_t positions = 0
-        cdef Shard *s
         if part < 0 or part >= nparts:
             raise ValueError("no such part")
         cdef uint64_t kbuf[BLOCK * C_MAX_ORDER]
         cdef uint64_t hbuf[BLOCK * C_MAX_ORDER]
         cdef int sbuf[BLOCK * C_MAX_ORDER]
-        cdef Py_ssize_t nb, q, blk_end, i0
+        cdef Py_ssize_t nb, blk_end, i0
         with nogil:
             for k in range(ends.shape[0]):
                 end = ends[k]
@@ -474,26 +506,10 @@ cdef class NgramTable:
                             else:
                                 tail = (tail << 8) | buf[i + n - 1]
                                 key = long_key(base, tail, <int>n)
-                            h = mix64(key)
                             n += 1
-                            sh = shard_of(h, nshards)
-                            if sh % nparts != part:
-                                continue
-                            s = &self.shards[sh]
-                            if not shard_owns(s, h):
-                                continue
-                            kbuf[nb] = key
-                            hbuf[nb] = h
-                            sbuf[nb] = sh
-                            nb += 1
-                            __builtin_prefetch(&s.slots[home_slot(h, s.cap)], 1, 1)
-                    for q in range(nb):
-                        s = &self.shards[sbuf[q]]
-                        if not shard_owns(s, hbuf[q]):   # its range may have shrunk meanwhile
-                            continue
-                        if shard_add(s, kbuf[q], hbuf[q], 1) != 0:
-                            err = 1
-                            break
+                            nb = queue_key(self.shards, nshards, part, nparts, key, kbuf, hbuf, sbuf, nb)
+                    if add_queued(self.shards, kbuf, hbuf, sbuf, nb) != 0:
+                        err = 1
                     i0 = blk_end
                 if err:
                     break
@@ -671,9 +687,8 @@ def count_long(NgramTable table, const unsigned char[:] buf, const int64_t[:] en
     exactly, while the many rare ones (the bulk of the distinct n-grams) are never stored.
     """
     cdef Py_ssize_t k, start = 0, end, i, n, L, t, order = table.order, cap = 0
-    cdef uint64_t head, tail, key, h
-    cdef int nshards = table.nshards, err = 0, sh
-    cdef Shard *s
+    cdef uint64_t head, tail
+    cdef int nshards = table.nshards, err = 0
     cdef unsigned char *ok = NULL
     cdef double v
     cdef uint64_t kbuf[BLOCK * C_MAX_ORDER]
@@ -681,7 +696,7 @@ def count_long(NgramTable table, const unsigned char[:] buf, const int64_t[:] en
     cdef int sbuf[BLOCK * C_MAX_ORDER]
     cdef uint64_t wk[BLOCK]
     cdef uint64_t ws[BLOCK]
-    cdef Py_ssize_t nb, q, blk_end, i0
+    cdef Py_ssize_t nb, blk_end, i0
     if part < 0 or part >= nparts:
         raise ValueError("no such part")
     if order < 8:
@@ -727,27 +742,11 @@ def count_long(NgramTable table, const unsigned char[:] buf, const int64_t[:] en
                         n = 8
                         while n <= order and i + n <= end and ok[i - start + n - 7]:
                             tail = (tail << 8) | buf[i + n - 1]
-                            key = long_key(head, tail, <int>n)
-                            h = mix64(key)
+                            nb = queue_key(table.shards, nshards, part, nparts, long_key(head, tail, <int>n),
+                                           kbuf, hbuf, sbuf, nb)
                             n += 1
-                            sh = shard_of(h, nshards)
-                            if sh % nparts != part:
-                                continue
-                            s = &table.shards[sh]
-                            if not shard_owns(s, h):
-                                continue
-                            kbuf[nb] = key
-                            hbuf[nb] = h
-                            sbuf[nb] = sh
-                            nb += 1
-                            __builtin_prefetch(&s.slots[home_slot(h, s.cap)], 1, 1)
-                    for q in range(nb):
-                        s = &table.shards[sbuf[q]]
-                        if not shard_owns(s, hbuf[q]):
-                            continue
-                        if shard_add(s, kbuf[q], hbuf[q], 1) != 0:
-                            err = 1
-                            break
+                    if add_queued(table.shards, kbuf, hbuf, sbuf, nb) != 0:
+                        err = 1
                     i0 = blk_end
             if err:
                 break

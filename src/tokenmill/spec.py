@@ -195,7 +195,7 @@ class TrainerSpec(Spec):
 
     vocab_size: list = option([8000], "vocabulary size(s), special tokens included; several sizes "
                                       "come from one run, largest first", metavar="N")
-    order: int = option(9, "longest byte n-gram of the language model used to find pieces (1 to 15)",
+    order: int = option(8, "longest byte n-gram of the language model used to find pieces (1 to 15)",
                         metavar="N")
     min_count: int = option(4, "n-grams (n >= 2) and pieces seen fewer times are dropped", metavar="N")
     max_piece_length: int = option(36, "longest piece, in bytes", metavar="N")

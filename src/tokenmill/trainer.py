@@ -4,8 +4,10 @@ memory-bounded, followed by a likelihood (EM) refinement.
 Phases (each a pass over the corpus or over the pieces found):
 
 1. **count**: every byte n-gram of length 1..order inside a chunk is counted exactly
-   (:class:`tokenmill._ngram.NgramTable`). Chunks: one document per line, cut after runs of
-   newlines (``split_newlines``) and around ASCII digits (``isolate_digits``).
+   (:class:`tokenmill._ngram.NgramTable`); beyond 7 bytes only the n-grams whose 7-byte
+   windows all reached ``min_count`` are counted, in a second stage (the others cannot reach
+   it). Chunks: one document per line, cut after runs of newlines (``split_newlines``) and
+   around ASCII digits (``isolate_digits``).
 2. **lm**: n-grams (n >= 2) seen fewer than ``min_count`` times are dropped; the rest become a
    byte n-gram language model ``log c(x1..xn) - log c(x1..xn-1)``.
 3. **segment**: every chunk is cut into pieces by the order-state Viterbi of that model
