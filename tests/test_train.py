@@ -350,10 +350,14 @@ def zipf_text(lines, seed=9):
     return ("\n".join(" ".join(rng.choices(words, weights, k=40)) for _ in range(lines)) + "\n").encode()
 
 
+def zipf_lines(lines):
+    """``zipf_text(lines)`` as a buffer of its lines without newlines and their end offsets."""
+    data = zipf_text(lines)
+    return data.replace(b"\n", b""), np.cumsum([len(x) for x in data.split(b"\n")[:-1]]).astype(np.int64)
+
+
 def test_multi_pass_counting_is_exact():
-    data = zipf_text(1500)
-    buf = data.replace(b"\n", b"")
-    ends = np.cumsum([len(x) for x in data.split(b"\n")[:-1]]).astype(np.int64)
+    buf, ends = zipf_lines(1500)
     full = _ngram.NgramTable(6, 8)
     full.count_bytes(buf, ends, 0, 1)
     expected = full.export(1)
@@ -378,9 +382,7 @@ def test_long_ngrams_are_counted_from_kept_windows():
     # order > 7: the second stage counts only the n-grams of 8+ bytes whose 7-byte windows
     # were kept; every n-gram that reaches min_count gets its exact count, and far fewer
     # keys are stored than by counting every long n-gram
-    data = zipf_text(800)
-    buf = data.replace(b"\n", b"")
-    ends = np.cumsum([len(x) for x in data.split(b"\n")[:-1]]).astype(np.int64)
+    buf, ends = zipf_lines(800)
     full = _ngram.NgramTable(12, 4)
     full.count_bytes(buf, ends, 0, 1)
     everything = len(full)
