@@ -18,8 +18,9 @@ Such keys cannot be unpacked; nothing needs to: the language model only looks n-
 key's hash; a slot is 12 bytes (the key and its count mod 2**32; the rare counts that pass
 2**32 keep their carries beside the table) and a shard grows by half when 3/4 full, so the
 table takes 16 to 24 bytes per distinct n-gram. Shard ``s`` is only ever touched by the
-thread that passes ``shard=s``, so several threads count one batch at once without locks, and since counts are sums the result
-does not depend on how batches or shards were spread over threads. Counts are exact: nothing
+thread that passes ``shard=s``, so several threads count one batch at once without locks,
+and since counts are sums the result does not depend on how batches or shards were spread
+over threads. Counts are exact: nothing
 is sampled or dropped until :meth:`NgramTable.export` applies ``min_count``.
 """
 from libc.stdint cimport uint64_t, int64_t, uint8_t, uint32_t
@@ -51,17 +52,12 @@ cdef inline uint64_t long_key(uint64_t head, uint64_t tail, int n) noexcept nogi
 def key_of(bytes ngram):
     """The key of ``ngram`` (1 to ``MAX_ORDER`` bytes): :func:`pack` up to 7 bytes, a hash
     above the length beyond (see the module's docstring)."""
-    cdef Py_ssize_t n = len(ngram), i
-    cdef uint64_t head = 0, tail = 0
+    cdef Py_ssize_t n = len(ngram)
     if n <= 7:
         return pack(ngram)
     if n > C_MAX_ORDER:
         raise ValueError(f"an n-gram key holds 1 to {C_MAX_ORDER} bytes")
-    for i in range(7):
-        head |= (<uint64_t>(<uint8_t>ngram[i])) << (56 - 8 * i)
-    for i in range(7, n):
-        tail = (tail << 8) | <uint8_t>ngram[i]
-    return long_key(head, tail, <int>n)
+    return long_key(pack(ngram[:7]) & ~(<uint64_t>0xFF), int.from_bytes(ngram[7:], "big"), <int>n)
 
 
 def pack(bytes ngram):
@@ -834,11 +830,11 @@ def lm_segment(KeyMap lm, const double[:] unigram, const double[:] unigram_log_c
     ``unigram_log_counts[b]`` is ``log c(b)`` and ``unigram[b]`` its log-probability. State
     ``j`` at byte ``i`` means "byte i is the (j+1)-th byte of the current piece" and scores
     ``log c(bytes i-j..i) - log c(bytes i-j..i-1)`` (the conditional log-probability of the byte
-    given the piece so far; state ``order-1`` loops, so a piece may be longer than ``order``). A piece may start
-    anywhere (state 0, scored ``unigram[byte]``). With ``ensure_unicode`` a piece starting on a
-    UTF-8 continuation byte costs one *penalty*: paths are compared by penalties first, then by
-    score, so valid UTF-8 is split into whole characters whenever the model allows it. Ties go
-    to the lowest state (BytePiece's argmax). Releases the GIL.
+    given the piece so far; state ``order-1`` loops, so a piece may be longer than ``order``).
+    A piece may start anywhere (state 0, scored ``unigram[byte]``). With ``ensure_unicode`` a
+    piece starting on a UTF-8 continuation byte costs one *penalty*: paths are compared by
+    penalties first, then by score, so valid UTF-8 is split into whole characters whenever the
+    model allows it. Ties go to the lowest state (BytePiece's argmax). Releases the GIL.
 
     ``ends`` are chunk ends as from :func:`chunk_ends`; the first chunk starts at ``ends[0]``'s
     predecessor, i.e. pass ``ends`` together with ``first`` = start offset of the first chunk
