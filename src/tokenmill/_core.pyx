@@ -1013,8 +1013,9 @@ cdef class ParallelEncode:
     def __init__(self, Segmenter seg, list texts, int num_threads, double alpha=-1.0, seeds=None,
                  Py_ssize_t max_block=1 << 18, Py_ssize_t min_block=1 << 14, convert=None):
         """Cut ``texts`` into contiguous blocks of about equal size (text length + 16 per
-        text), several per thread so that the threads finish together: ``total / (8 *
-        num_threads)`` each, clamped to ``[min_block, max_block]``. Items are bytes, str or
+        text), several per thread so that the threads finish together: ``total / (32 *
+        num_threads)`` each (the calling thread also builds every list, in order, so the
+        last blocks must be short for the helpers not to idle at the end), clamped to ``[min_block, max_block]``. Items are bytes, str or
         anything ``convert`` turns into bytes (as in :meth:`Segmenter.encode_many`); a str is
         turned into UTF-8 by the thread that encodes it. ``seeds``: one per text (used when
         ``alpha >= 0``)."""
@@ -1043,7 +1044,7 @@ cdef class ParallelEncode:
             self.seeds[k] = seeds[k] if (alpha >= 0 and seeds is not None) else 0
         if len(texts) != n:
             raise RuntimeError("the list of texts changed while it was read")
-        target = total // (num_threads * 8) + 1
+        target = total // (num_threads * 32) + 1
         target = min(target, max_block)
         target = max(target, min_block)
         nb = 0
@@ -1100,14 +1101,20 @@ cdef class ParallelEncode:
         cdef long b = tm_fetch_add(&self.next_block, 1)
         cdef Py_ssize_t k
         cdef int rc = 0
+        cdef IntBuf out
         if b >= self.n_blocks:
             return False
+        # The block's buffer is filled through a local copy: the IntBufs of neighbouring
+        # blocks share cache lines, and two threads updating their sizes after every chunk
+        # would bounce those lines between the cores.
+        out = self.bufs[b]
         for k in range(self.block_lo[b], self.block_lo[b + 1]):
             w.rng = self.seeds[k]
-            self.starts[k] = self.bufs[b].size
-            rc = encode_item(&self.seg.m, self.ptrs[k], self.lens[k], self.kinds[k], self.alpha, w, &self.bufs[b])
+            self.starts[k] = out.size
+            rc = encode_item(&self.seg.m, self.ptrs[k], self.lens[k], self.kinds[k], self.alpha, w, &out)
             if rc < 0:
                 break
+        self.bufs[b] = out
         tm_store(&self.state[b], 1 if rc == 0 else -1)
         return True
 
