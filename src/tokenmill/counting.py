@@ -37,6 +37,7 @@ from .spec import CountSpec, parse_size
 
 SHARDS = 64                   # hash tables (fixed: the pass structure never depends on threads)
 RECORDS_PER_BATCH = 1 << 20   # n-gram occurrences per batch (16 bytes each while in flight)
+PARTS_PER_THREAD = 4          # a batch is cut into this many parts per thread (see PassCounter.run)
 BASE_MEMORY = 96 << 20        # interpreter, numpy, batches and records in flight
 WORD_SEP = 0xFF               # joins words split by --split/--jieba (never in UTF-8 text)
 
@@ -360,9 +361,13 @@ class PassCounter:
         starts = [0] * SHARDS
         runs: list[Run] = []
         total = self.source.total_bytes()
-        # per part of a batch, reused from batch to batch: unit arrays and n-gram records
-        spaces = [_spans.UnitBuffer() for _ in range(T)]
-        records = [_spans.Records(SHARDS) for _ in range(T)]
+        # Each batch is cut into PARTS_PER_THREAD parts per thread, claimed by the threads as
+        # they go: the work per byte varies (an ASCII byte is a character, a Chinese character
+        # takes three), so one equal-sized part per thread would leave one of them waiting.
+        # Per part, reused from batch to batch: unit arrays and n-gram records.
+        P = T * PARTS_PER_THREAD if T > 1 else 1
+        spaces = [_spans.UnitBuffer() for _ in range(P)]
+        records = [_spans.Records(SHARDS) for _ in range(P)]
         with ThreadPoolExecutor(T) as pool:
             while min(starts) < _spans.FULL_RANGE:
                 self.stats.passes += 1
@@ -377,7 +382,7 @@ class PassCounter:
                 sizer = TableSizer(total) if passes == 1 and total and not self.table_budget else None
                 with Progress(label, total_bytes=total, item_name="lines", enabled=None if self.progress else False) as bar:
                     for buf, lines in prefetch(self.source.batches(self.batch_bytes)):
-                        parts = split_lines(buf, T)
+                        parts = split_lines(buf, P)
 
                         def collect(k):
                             b, (us, ue, se) = self.units(parts[k], spaces[k])
