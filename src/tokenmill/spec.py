@@ -195,7 +195,7 @@ class TrainerSpec(Spec):
 
     vocab_size: list = option([8000], "vocabulary size(s), special tokens included; several sizes "
                                       "come from one run, largest first", metavar="N")
-    order: int = option(8, "longest byte n-gram of the language model used to find pieces (1 to 15)",
+    order: int = option(7, "longest byte n-gram of the language model used to find pieces (1 to 15)",
                         metavar="N")
     min_count: int = option(4, "n-grams (n >= 2) and pieces seen fewer times are dropped", metavar="N")
     max_piece_length: int = option(36, "longest piece, in bytes", metavar="N")
@@ -214,6 +214,10 @@ class TrainerSpec(Spec):
                                 "pieces whose removal costs least")
     refine_factor: float = option(1.5, "the refinement starts from this many times the target vocabulary "
                                        "(chosen as BytePiece does)", metavar="X")
+    refine_ngrams: float = option(1.0, "the refinement also weighs this many times the target size of "
+                                       "the most frequent byte n-grams (2 to 7 bytes, whole UTF-8 "
+                                       "characters with --ensure-unicode) as candidate pieces, besides "
+                                       "those the n-gram model found; 0: none", metavar="X")
     refine_loss: str = option("tokens", "cost of removing a piece: tokens (frequency x extra tokens of its "
                                         "best split: compression) or likelihood (SentencePiece's)",
                               choices=("tokens", "likelihood"))
@@ -256,6 +260,8 @@ class TrainerSpec(Spec):
             raise TokenmillError(f"train: unknown normalizer {self.normalizer!r}")
         if self.refine_factor < 1:
             raise TokenmillError("train: --refine-factor must be >= 1")
+        if not self.refine_ngrams >= 0:
+            raise TokenmillError("train: --refine-ngrams must be >= 0")
         if self.refine_iterations < 1:
             raise TokenmillError("train: --refine-iterations must be >= 1")
         if self.refine_loss not in ("tokens", "likelihood") or self.refine_estimate not in ("viterbi", "em"):

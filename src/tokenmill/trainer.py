@@ -17,10 +17,13 @@ Phases (each a pass over the corpus or over the pieces found):
    their own best segmentation does not use, then for each vocabulary size keep the most
    frequent pieces, re-split the rest and remove wasted pieces again. (Every size starts from
    the same pruned set, so several sizes from one run equal separate runs.)
-5. **refine** (``refine``): start from ``refine_factor`` times the target size, chosen as in 4;
-   re-estimate the probabilities on the pieces counted in 3 (Viterbi counts, or EM expected
-   counts over the unigram lattice), and prune the pieces whose removal costs least (tokens
-   added, or likelihood lost as in SentencePiece's unigram trainer) until the target size.
+5. **refine** (``refine``): start from ``refine_factor`` times the target size, chosen as in 4,
+   plus ``refine_ngrams`` times the target size of the most frequent n-grams counted in 1 (as
+   SentencePiece seeds its candidates with frequent substrings: the n-gram model's own
+   segmentation never offers the general short pieces inside its longer ones); re-estimate
+   the probabilities on the pieces counted in 3 (Viterbi counts, or EM expected counts over
+   the unigram lattice), and prune the pieces whose removal costs least (tokens added, or
+   likelihood lost as in SentencePiece's unigram trainer) until the target size.
 
 Example::
 
@@ -201,6 +204,7 @@ class TrainStats:
     count_passes: int = 0
     lm_min_count: int = 0
     lm_pieces: int = 0
+    candidates: int = 0          # frequent n-grams kept as candidates for the refinement
     kept: dict = field(default_factory=dict)
     phase_peak_rss: dict = field(default_factory=dict)   # peak RSS so far at the end of each phase
 
@@ -211,7 +215,8 @@ class TrainStats:
         kept = ", ".join(f"{k}: {v}" for k, v in self.kept.items())
         return (f"tokenmill train: {format_count(self.documents)} documents, {format_bytes(self.bytes)}; "
                 f"{format_count(self.ngrams)} n-grams kept ({self.count_passes} counting pass"
-                f"{'es' if self.count_passes != 1 else ''}), {format_count(self.lm_pieces)} distinct pieces; "
+                f"{'es' if self.count_passes != 1 else ''}), {format_count(self.lm_pieces)} distinct pieces, "
+                f"{format_count(self.candidates)} n-gram candidates; "
                 f"pieces kept per size: {kept}; {phases}; total {sum(self.phases.values()):.1f}s; "
                 f"peak RSS {format_bytes(self.peak_rss)}")
 
@@ -304,6 +309,7 @@ class Trainer:
         budget = max(parse_size(spec.memory) - _BASE_MEMORY, 32 << 20)
         self._min_count = spec.min_count
         self._docs = self._nbytes = self._passes = 0
+        self._candidates = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
         pool = ThreadPoolExecutor(self.workers)
         try:
             kept_keys, kept_counts = self._count_stage(corpus, pool, budget, min(spec.order, 7), None, [], [])
@@ -368,6 +374,12 @@ class Trainer:
             starts = [hi for _, hi in table.ranges()]
             k, c = table.export(self._min_count, free_tables=True)
             del table
+            if first_stage and spec.refine:
+                # every key is counted completely in one pass: the most frequent of all are
+                # the most frequent of each pass's most frequent
+                self._candidates = frequent_ngrams(k, c, self._candidate_budget(), spec.ensure_unicode,
+                                                   spec.max_piece_length, self._candidates)
+                self.stats.candidates = len(self._candidates[0])
             kept_keys.append(k)
             kept_counts.append(c)
             # the kept n-grams must leave room for the table of the next pass and the LM
@@ -377,6 +389,12 @@ class Trainer:
                     m = kept_counts[i] >= self._min_count
                     kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
         return kept_keys, kept_counts
+
+    def _candidate_budget(self) -> int:
+        """How many frequent n-grams to keep for the refinement: enough for the largest size
+        even when most of them are already among the pieces the refinement starts from."""
+        spec = self.spec
+        return 3 * int(math.ceil(max(spec.vocab_size) * spec.refine_ngrams))
 
     # ---------------------------------------------------------------- 3: segmentation
     def _segment(self, corpus, lm_holder):
@@ -445,6 +463,7 @@ class Trainer:
                 with self._bar(f"vocab {size}: prune", item_name="passes") as bar:
                     pruner.on_pass = lambda: bar.update(0, 1)
                     start = pruner.shrink(base, int(math.ceil(target * spec.refine_factor)))
+                start = with_candidates(start, self._candidates, int(math.ceil(target * spec.refine_ngrams)))
                 with self._bar(f"vocab {size}: refine", total_items=refine_rounds(len(start), target),
                                item_name="rounds") as bar:
                     final = refine(start, data, target, spec, workers=self.workers,
@@ -504,6 +523,70 @@ def build_lm(keys, counts, unigrams, positions):
     total = float(positions + int(missing.sum()))
     uni_log = np.log(uni)
     return _ngram.lm_from_counts(keys, counts), uni_log - math.log(total), uni_log
+
+
+def frequent_ngrams(keys, counts, n, whole_chars=True, max_length=7, previous=None):
+    """The ``n`` most frequent n-grams among packed ``keys`` (2 to 7 bytes, with ``counts``)
+    and the ``previous`` result, as ``(keys, counts)`` arrays, most frequent first, ties by
+    bytes (packed keys sort as their bytes do). With ``whole_chars`` only n-grams that are
+    valid UTF-8 are kept; none longer than ``max_length``.
+
+    >>> k = np.array([_ngram.pack(b) for b in (b"ab", b"b\\xe4", b"ba", b"c")], np.uint64)
+    >>> got = frequent_ngrams(k, np.array([5, 9, 5, 7], np.uint64), 2)
+    >>> _ngram.unpack_many(got[0]), got[1].tolist()
+    ([b'ab', b'ba'], [5, 5])
+    """
+    if previous is None:
+        previous = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+    if n <= 0:
+        return previous
+    keys = np.asarray(keys, dtype=np.uint64)
+    counts = np.asarray(counts, dtype=np.uint64)
+    lengths = keys & np.uint64(0xFF)
+    usable = np.flatnonzero((lengths >= 2) & (lengths <= min(max_length, 7)))
+    keys, counts = keys[usable], counts[usable]
+    found_k, found_c = [], []
+    want, done = n, 0            # ``done``: how many of the best (all ties included) were looked at
+    while len(found_k) < n and done < len(keys):
+        want *= 2
+        if want >= len(keys):
+            best = np.arange(len(keys))
+        else:   # every key as frequent as the want-th most frequent, ties included: deterministic
+            cut = np.partition(counts, len(counts) - want)[len(counts) - want]
+            best = np.flatnonzero(counts >= cut)
+        best = best[np.lexsort((keys[best], -counts[best].astype(np.int64)))][done:]
+        done += len(best)
+        for key, count, piece in zip(keys[best].tolist(), counts[best].tolist(), _ngram.unpack_many(keys[best])):
+            if whole_chars:
+                try:
+                    piece.decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+            found_k.append(key)
+            found_c.append(count)
+            if len(found_k) == n:
+                break
+    all_k = np.concatenate([previous[0], np.array(found_k, np.uint64)])
+    all_c = np.concatenate([previous[1], np.array(found_c, np.uint64)])
+    order = np.lexsort((all_k, -all_c.astype(np.int64)))[:n]
+    return all_k[order], all_c[order]
+
+
+def with_candidates(vocab, candidates, n):
+    """``vocab`` plus the first ``n`` n-grams of ``candidates`` (``(keys, counts)`` from
+    :func:`frequent_ngrams`) that it lacks, each counted as often as it occurs."""
+    keys, counts = candidates
+    if n <= 0 or len(keys) == 0:
+        return vocab
+    have = set(vocab.pieces)
+    extra = []
+    for piece, count in zip(_ngram.unpack_many(keys), counts.tolist()):
+        if piece not in have:
+            extra.append((piece, float(count)))
+            if len(extra) == n:
+                break
+    merged = sorted(list(zip(vocab.pieces, vocab.counts.tolist())) + extra)
+    return Vocab([p for p, _ in merged], np.array([c for _, c in merged], dtype=np.float64))
 
 
 # ----------------------------------------------------------------------------- pruning
