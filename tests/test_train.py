@@ -339,7 +339,7 @@ def test_cli_inputs_and_outputs(tmp_path):
     assert Tokenizer.load(tmp_path / "stdin.json").pieces == Tokenizer.load(tmp_path / "file.json").pieces
 
 
-@pytest.mark.parametrize("case", ["missing", "bad_json", "empty", "small_vocab", "no_field", "big_order"])
+@pytest.mark.parametrize("case", ["missing", "bad_json", "empty", "small_vocab", "no_field", "big_order", "no_tmp"])
 def test_cli_bad_inputs(tmp_path, case):
     good = write_lines(tmp_path / "good.txt", make_docs(50))
     out = tmp_path / "out"
@@ -351,6 +351,7 @@ def test_cli_bad_inputs(tmp_path, case):
         "small_vocab": [str(good), "--vocab-size", "257", "--special-tokens", "<s>,</s>"],
         "no_field": [str(tmp_path / "bad.jsonl"), "--field", "body", "--vocab-size", "300"],
         "big_order": [str(good), "--vocab-size", "300", "--order", "16"],
+        "no_tmp": [str(good), "--vocab-size", "300", "--tmp", str(tmp_path / "no-such-dir")],
     }[case]
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": broken\n')
     (tmp_path / "empty.txt").write_bytes(b"\n\n")
@@ -370,6 +371,8 @@ def test_cli_bad_inputs(tmp_path, case):
         assert "258" in message
     if case == "big_order":
         assert "--order must be between 1 and 15" in message
+    if case == "no_tmp":
+        assert "no-such-dir: --tmp folder does not exist" in message
     assert os.listdir(out) == []
 
 
@@ -467,3 +470,70 @@ def test_memory_budget_is_honoured(tmp_path):
     result = json.loads(r.stdout)
     assert result["passes"] > 1
     assert result["rss"] <= (64 + 64) * 2**20, result["rss"] / 2**20
+
+
+# ------------------------------------------------------------------------ pieces on disk
+
+def test_piece_data_adds_up_spilled_chunks(tmp_path):
+    """Pieces spilled in several chunks, with repeats within and across chunks, come back once
+    each with their total count; nothing is left on disk after close()."""
+    from collections import Counter
+    from tokenmill.piece_store import PieceData
+
+    rng = random.Random(3)
+    vocab = [bytes(rng.choices(b"abc\x00\xff\n", k=rng.randint(1, 40))) for _ in range(3000)]
+    want = Counter()
+    data = PieceData(str(tmp_path))
+    for chunk in range(6):
+        pieces = [rng.choice(vocab) for _ in range(2000)]
+        counts = np.array([rng.randint(1, 9) for _ in pieces], np.int64)
+        for p, c in zip(pieces, counts.tolist()):
+            want[p] += c
+        ends = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+        (data.spill if chunk < 5 else data.finish)(b"".join(pieces), ends, counts)
+    got = Counter()
+    for buf, ends, counts in data.batches():
+        for k in range(len(counts)):
+            piece = buf[ends[k]:ends[k + 1]]
+            assert piece not in got, "a piece came twice"
+            got[piece] = int(counts[k])
+    assert got == want and data.count == len(want) and data.total == sum(want.values())
+    assert data.spilled and data.spills == 6
+    data.close()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("options", [{}, {"refine_loss": "likelihood", "refine_estimate": "em"}])
+def test_spilling_the_pieces_does_not_change_the_model(tmp_path, options):
+    """Pieces written to disk when their tables outgrow the budget (forced here with a tiny
+    piece budget) give the same model byte for byte as pieces kept in memory, whatever the
+    number of workers, and leave no file behind."""
+    path = tmp_path / "zipf.txt"
+    path.write_bytes(zipf_text(6000))     # 1.5 MB: two batches
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    models, spills = [], []
+    for workers, budget in ((2, None), (1, 1 << 16), (3, 1 << 18)):
+        t = Trainer(TrainerSpec(vocab_size=[500, 300], workers=workers, tmp=str(spill), progress=False,
+                                **options))
+        t.piece_budget = budget
+        models.append([dump(tok) for tok in t.train([str(path)])])
+        spills.append(t.stats.piece_spills)
+        assert os.listdir(spill) == []
+    assert models[0] == models[1] == models[2]
+    assert spills[0] == 0 and spills[1] >= 2 and spills[2] >= 3, spills
+
+
+def test_an_error_after_spilling_leaves_no_files(tmp_path, monkeypatch):
+    import tokenmill.trainer as trainer_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("refinement failed")
+
+    monkeypatch.setattr(trainer_module, "refine", broken)
+    t = Trainer(TrainerSpec(vocab_size=[400], tmp=str(tmp_path), progress=False))
+    t.piece_budget = 1 << 14
+    with pytest.raises(RuntimeError, match="refinement failed"):
+        t.train(make_docs(400))
+    assert t.stats.piece_spills > 0
+    assert os.listdir(tmp_path) == []

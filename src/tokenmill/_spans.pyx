@@ -23,7 +23,7 @@ then tells which strings were counted, and a further pass over the same input wi
 :meth:`set_starts` counts the rest. Every string is counted completely in exactly one pass,
 so counts are exact, never estimated, whatever the budget, the thread count or the batches.
 """
-from libc.stdint cimport uint64_t, int64_t, uint32_t, uint8_t
+from libc.stdint cimport uint64_t, int64_t, uint32_t, uint8_t, int32_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
@@ -406,6 +406,29 @@ cdef class PieceCounter:
                 if nshards > 1 and shard_of(h, nshards) != shard:
                     continue
                 if st_add(&self.t, &buf[s], e - s, h, 1) != 0:
+                    err = 1
+                    break
+        if err:
+            raise MemoryError()
+
+    def add_counted(self, const unsigned char[:] buf, const int64_t[:] ends, const int64_t[:] counts):
+        """Add ``counts[k]`` to the piece ``buf[ends[k]:ends[k+1]]`` (the layout of
+        :meth:`export`, so that exports can be added up). Releases the GIL.
+
+        >>> c = PieceCounter(); c.add_counted(b"abb", np.array([0, 1, 3]), np.array([2, 5])); c.items()
+        ([b'a', b'bb'], array([2, 5]))
+        """
+        cdef Py_ssize_t k, s, e
+        cdef int err = 0
+        if counts.shape[0] + 1 != ends.shape[0]:
+            raise ValueError("need one count per piece")
+        with nogil:
+            for k in range(counts.shape[0]):
+                s = ends[k]
+                e = ends[k + 1]
+                if e <= s or counts[k] == 0:
+                    continue
+                if st_add(&self.t, &buf[s], e - s, hash_bytes(&buf[s], e - s), counts[k]) != 0:
                     err = 1
                     break
         if err:
@@ -1117,6 +1140,24 @@ def format_tsv(const unsigned char[:] blob, const int64_t[:] offs, const int64_t
             o[m] = 10
             m += 1
     return bytes(out[:m])
+
+
+def span_parts(const unsigned char[:] buf, const int64_t[:] ends, int nparts):
+    """Which of ``nparts`` parts each piece ``buf[ends[k]:ends[k+1]]`` belongs to, chosen by
+    a hash of its bytes (int32 array): the same piece always goes to the same part.
+
+    >>> p = span_parts(b"abab", np.array([0, 2, 4]), 8); int(p[0]) == int(p[1])
+    True
+    """
+    cdef Py_ssize_t k, n = ends.shape[0] - 1
+    if nparts < 1:
+        raise ValueError("nparts must be >= 1")
+    out = np.empty(max(n, 0), dtype=np.int32)
+    cdef int32_t[:] o = out
+    with nogil:
+        for k in range(n):
+            o[k] = shard_of(hash_bytes(&buf[ends[k]], ends[k + 1] - ends[k]), nparts)
+    return out
 
 
 def gather(const unsigned char[:] blob, const int64_t[:] offs, const int64_t[:] order,

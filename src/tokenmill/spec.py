@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 
@@ -231,6 +232,8 @@ class TrainerSpec(Spec):
     memory: str = option("4G", "memory budget for the whole process; counting makes extra passes over "
                                "the input rather than exceed it (sizes like 512M, 4G)", metavar="SIZE")
     workers: int = option(0, "threads (0 = all cores); never changes the model", metavar="N")
+    tmp: str | None = option(None, "folder for the pieces written to disk when they outgrow their share "
+                                   "of --memory (default: the system's temporary folder)", metavar="DIR")
     seed: int = option(0, "random seed (only --sample-bytes draws random numbers)", metavar="N")
     progress: bool = option(True, "progress bars on stderr when it is a terminal, and a summary")
 
@@ -272,6 +275,8 @@ class TrainerSpec(Spec):
             raise TokenmillError(f"train: --memory {self.memory} is too small (at least 64M)")
         if self.sample_bytes is not None and parse_size(self.sample_bytes) < 1:
             raise TokenmillError("train: --sample-bytes must be positive")
+        if self.tmp is not None and not os.path.isdir(self.tmp):
+            raise TokenmillError(f"{self.tmp}: --tmp folder does not exist")
 
 
 COUNT_UNITS = ("char", "byte", "word")

@@ -49,13 +49,14 @@ from . import _lattice, _ngram, _spans
 from .corpus.io import prefetch
 from .counting import TableSizer
 from .errors import InputError, TokenmillError
+from .piece_store import PieceData
 from .spec import NormalizerSpec, TrainerSpec, parse_size
 
 BATCH_BYTES = 1 << 20          # documents are processed in batches of about this many bytes
 MAX_CHUNK = 32768              # longest chunk (bytes) the n-gram Viterbi sees; longer ones are cut
 _BASE_MEMORY = 48 << 20        # interpreter, numpy, batches in flight: not available to tables
 _LM_BYTES_PER_KEY = 52         # kept n-gram arrays (16) + LM table (16 / 0.6) + its log values while built (8)
-RUNTIME_OPTIONS = ("workers", "progress", "memory")   # never change the model: not stored in it
+RUNTIME_OPTIONS = ("workers", "progress", "memory", "tmp")   # never change the model: not stored in it
 SHARDS = 64                    # n-gram table shards (fixed: the model never depends on threads)
 
 
@@ -205,6 +206,8 @@ class TrainStats:
     lm_min_count: int = 0
     lm_pieces: int = 0
     candidates: int = 0          # frequent n-grams kept as candidates for the refinement
+    piece_spills: int = 0        # times the piece tables were written to disk (0: all in memory)
+    piece_spill_bytes: int = 0
     kept: dict = field(default_factory=dict)
     phase_peak_rss: dict = field(default_factory=dict)   # peak RSS so far at the end of each phase
 
@@ -216,7 +219,9 @@ class TrainStats:
         return (f"tokenmill train: {format_count(self.documents)} documents, {format_bytes(self.bytes)}; "
                 f"{format_count(self.ngrams)} n-grams kept ({self.count_passes} counting pass"
                 f"{'es' if self.count_passes != 1 else ''}), {format_count(self.lm_pieces)} distinct pieces, "
-                f"{format_count(self.candidates)} n-gram candidates; "
+                f"{format_count(self.candidates)} n-gram candidates"
+                + (f" ({format_bytes(self.piece_spill_bytes)} of pieces written to disk, "
+                   f"{self.piece_spills} times)" if self.piece_spills else "") + "; "
                 f"pieces kept per size: {kept}; {phases}; total {sum(self.phases.values()):.1f}s; "
                 f"peak RSS {format_bytes(self.peak_rss)}")
 
@@ -271,7 +276,10 @@ class Trainer:
                 self._set_sample(corpus)
             lm = list(self._count_ngrams(corpus))
             data = self._segment(corpus, lm)      # frees the LM when done with it
-            return self._build_models(data)
+            try:
+                return self._build_models(data)
+            finally:
+                data.close()
         finally:
             corpus.close()
 
@@ -397,15 +405,28 @@ class Trainer:
         return 3 * int(math.ceil(max(spec.vocab_size) * spec.refine_ngrams))
 
     # ---------------------------------------------------------------- 3: segmentation
+    piece_budget = None     # bytes of piece tables before they are spilled (None: from --memory)
+
+    def _piece_budget(self, lm) -> int:
+        """What the piece tables may take: half of what the budget leaves beside the LM (the
+        other half is for exporting them, which copies their contents)."""
+        if self.piece_budget is not None:
+            return self.piece_budget
+        budget = max(parse_size(self.spec.memory) - _BASE_MEMORY, 32 << 20)
+        return max((budget - lm.nbytes) // 2, 8 << 20)
+
     def _segment(self, corpus, lm_holder):
-        """Segment the corpus with the LM; return the distinct pieces as ``(buf, ends, counts)``
-        (piece k is ``buf[ends[k]:ends[k+1]]``; order: arbitrary, everything downstream sums
-        integers or sorts)."""
+        """Segment the corpus with the LM; return the distinct pieces and their counts as a
+        :class:`~tokenmill.piece_store.PieceData` (order: arbitrary, everything downstream
+        sums integers or sorts). When the counting tables outgrow their share of the budget
+        they are written to temporary files and emptied."""
         spec = self.spec
         lm, unigram, unigram_log_counts = lm_holder
         t0 = time.monotonic()
         T = self.workers
+        limit = self._piece_budget(lm)
         counters = [_spans.PieceCounter() for _ in range(T)]
+        data = PieceData(spec.tmp)
         pool = ThreadPoolExecutor(T)
         try:
             with self._bar("segment", total_bytes=self.stats.bytes or None, item_name="docs") as bar:
@@ -419,26 +440,34 @@ class Trainer:
                     del outs
                     list(pool.map(lambda s: counters[s].add_spans(buf, piece_ends, s, T), range(T)))
                     bar.update(len(buf), len(doc_ends))
+                    if sum(c.nbytes for c in counters) > limit:
+                        for c in counters:
+                            data.spill(*c.export())
+                            c.clear()
+            del lm, unigram, unigram_log_counts
+            lm_holder.clear()
+            bufs, ends_list, counts_list, offset = [], [], [], 0
+            for i in range(T):
+                b, e, c = counters[i].export()
+                counters[i].clear()
+                bufs.append(b)
+                ends_list.append(e[:-1] + offset if i < T - 1 else e + offset)
+                counts_list.append(c)
+                offset += len(b)
+            del counters
+            buf = b"".join(bufs)
+            del bufs
+            data.finish(buf, np.concatenate(ends_list), np.concatenate(counts_list))
+        except BaseException:
+            data.close()
+            raise
         finally:
             pool.shutdown()
-        del lm, unigram, unigram_log_counts
-        lm_holder.clear()
-        bufs, ends_list, counts_list, offset = [], [], [], 0
-        for i in range(T):
-            b, e, c = counters[i].export()
-            counters[i].clear()
-            bufs.append(b)
-            ends_list.append(e[:-1] + offset if i < T - 1 else e + offset)
-            counts_list.append(c)
-            offset += len(b)
-        del counters
-        buf = b"".join(bufs)
-        del bufs
-        ends = np.concatenate(ends_list)
-        counts = np.concatenate(counts_list)
-        self.stats.lm_pieces = len(counts)
+        self.stats.lm_pieces = data.count
+        self.stats.piece_spills = data.spills
+        self.stats.piece_spill_bytes = data.spilled_bytes
         self._phase("segment", t0)
-        return buf, ends, counts
+        return data
 
     # ---------------------------------------------------------------- 4-5: vocabularies
     def _build_models(self, data):
@@ -632,17 +661,23 @@ class Pruner:
 
     on_pass = staticmethod(lambda: None)   # called after every segmentation pass (progress)
 
-    def split_into(self, keep_pieces, keep_counts, buf, ends, weights):
+    def split_into(self, keep_pieces, keep_counts, batches):
         """Counts of the kept pieces after adding ``weights[k]`` to the pieces of the best
-        segmentation (by the kept pieces, scores log(count/total)) of each string k of
-        ``buf``/``ends``."""
+        segmentation (by the kept pieces, scores log(count/total)) of each string k of every
+        ``(buf, ends, weights)`` of ``batches``."""
         out = np.asarray(keep_counts, dtype=np.int64).copy()
-        if len(ends) > 1:
-            lat = _lattice.Lattice(keep_pieces)
-            scores = np.log(out.astype(np.float64)) - math.log(float(out.sum()))
-            out += _viterbi_freq(lat, scores, buf, ends, weights, len(keep_pieces), self.workers)
+        lat = scores = None
+        added = np.zeros(len(out), dtype=np.int64)
+        for buf, ends, weights in batches:
+            if len(ends) < 2:
+                continue
+            if lat is None:
+                lat = _lattice.Lattice(keep_pieces)
+                scores = np.log(out.astype(np.float64)) - math.log(float(out.sum()))
+            added += _viterbi_freq(lat, scores, buf, ends, weights, len(keep_pieces), self.workers)
+        if lat is not None:
             self.on_pass()
-        return out
+        return out + added
 
     def remove_wasted(self, pieces, counts):
         """Re-segment every piece with the vocabulary itself until no piece disappears."""
@@ -660,21 +695,25 @@ class Pruner:
             counts = new[alive]
         return pieces, counts
 
-    def initial(self, data) -> Vocab:
-        """Keep bytes and pieces with count >= min_count and length <= max_piece_length,
-        re-split the others, remove wasted pieces. ``data`` = ``(buf, ends, counts)``."""
-        spec = self.spec
-        buf, ends, counts = data
+    def _kept(self, ends, counts):
         lengths = np.diff(ends)
-        keep = (lengths == 1) | ((lengths <= spec.max_piece_length) & (counts >= spec.min_count))
-        idx = np.flatnonzero(keep)
-        kept = {buf[ends[i]:ends[i + 1]]: int(counts[i]) for i in idx}
+        return (lengths == 1) | ((lengths <= self.spec.max_piece_length) & (counts >= self.spec.min_count))
+
+    def initial(self, data: PieceData) -> Vocab:
+        """Keep bytes and pieces with count >= min_count and length <= max_piece_length,
+        re-split the others, remove wasted pieces. ``data``: the pieces the LM found."""
+        kept = {}
+        for buf, ends, counts in data.batches():
+            for i in np.flatnonzero(self._kept(ends, counts)).tolist():
+                kept[buf[ends[i]:ends[i + 1]]] = int(counts[i])
         for b in range(256):
             kept.setdefault(bytes([b]), 1)     # every byte is a piece (count 1 if never seen)
         kp = sorted(kept)
         kc = np.array([kept[p] for p in kp], dtype=np.int64)
-        weights = np.where(keep, 0, counts).astype(np.int64)
-        kc = self.split_into(kp, kc, buf, ends, weights)
+        del kept
+        dropped = ((buf, ends, np.where(self._kept(ends, counts), 0, counts).astype(np.int64))
+                   for buf, ends, counts in data.batches())
+        kc = self.split_into(kp, kc, dropped)
         kp, kc = self.remove_wasted(kp, kc)
         return Vocab(kp, kc)
 
@@ -689,8 +728,8 @@ class Pruner:
         drop_idx = order[size:]
         kp = [vocab.pieces[i] for i in keep_idx]
         dbuf, dends = _strings([vocab.pieces[i] for i in drop_idx])
-        kc = self.split_into(kp, counts[np.asarray(keep_idx)], dbuf, dends,
-                             counts[np.asarray(drop_idx, dtype=np.int64)])
+        kc = self.split_into(kp, counts[np.asarray(keep_idx)],
+                             [(dbuf, dends, counts[np.asarray(drop_idx, dtype=np.int64)])])
         kp, kc = self.remove_wasted(kp, kc)
         return Vocab(kp, kc)
 
@@ -703,7 +742,8 @@ def _blocks(n, workers, min_block=2048):
 # ----------------------------------------------------------------------------- refinement
 
 def _parallel_expected_counts(lat, scores, buf, ends, weights, npieces, workers):
-    """Forward-backward expected counts (float64) over all strings, and the log-likelihood."""
+    """Forward-backward expected counts over all strings, in fixed point (int64: divide by
+    ``_lattice.FIXED``), and the log-likelihood."""
     blocks = _blocks(len(ends) - 1, workers)
     partial = [np.zeros(npieces, dtype=np.int64) for _ in blocks]
     logliks = [0.0] * len(blocks)
@@ -720,7 +760,7 @@ def _parallel_expected_counts(lat, scores, buf, ends, weights, npieces, workers)
     total = partial[0]
     for p in partial[1:]:
         total += p
-    return total.astype(np.float64) / _lattice.FIXED, math.fsum(logliks)
+    return total, logliks
 
 
 def _viterbi_freq(lat, scores, buf, ends, weights, npieces, workers):
@@ -757,7 +797,8 @@ def refine(start: Vocab, data, target: int, spec: TrainerSpec, workers: int = 1,
            on_round=None) -> Vocab:
     """Re-estimate scores on the corpus and prune by the cost of removing each piece, down to ``target``.
 
-    ``data`` is ``(buf, ends, counts)``: the distinct pieces found by the n-gram LM and how often.
+    ``data`` (a :class:`~tokenmill.piece_store.PieceData`): the distinct pieces found by the
+    n-gram LM and how often.
     Each round re-estimates the probabilities ``refine_iterations`` times (``estimate="em"``:
     expected counts by forward-backward; ``"viterbi"``: counts in the best segmentations),
     then, while above ``target``, drops the pieces (never single bytes) whose removal costs
@@ -767,8 +808,6 @@ def refine(start: Vocab, data, target: int, spec: TrainerSpec, workers: int = 1,
     """
     loss_kind = loss_kind or spec.refine_loss
     estimate = estimate or spec.refine_estimate
-    buf, ends, weights = data
-    weights = np.asarray(weights, dtype=np.int64)
     pieces = list(start.pieces)
     counts = start.counts.astype(np.float64)
     scores = np.log(counts) - math.log(counts.sum())
@@ -777,11 +816,14 @@ def refine(start: Vocab, data, target: int, spec: TrainerSpec, workers: int = 1,
         for _ in range(spec.refine_iterations):
             # Viterbi frequencies of the current scores: the re-estimate (hard EM) and the
             # usage counts the pruning cost needs, from one pass
-            freq = _viterbi_freq(lat, scores, buf, ends, weights, len(pieces), workers).astype(np.float64)
-            if estimate == "em":
-                expected, _loglik = _parallel_expected_counts(lat, scores, buf, ends, weights, len(pieces), workers)
-            else:
-                expected = freq
+            freq = np.zeros(len(pieces), dtype=np.int64)
+            fixed = np.zeros(len(pieces), dtype=np.int64)
+            for buf, ends, weights in data.batches():
+                freq += _viterbi_freq(lat, scores, buf, ends, weights, len(pieces), workers)
+                if estimate == "em":
+                    fixed += _parallel_expected_counts(lat, scores, buf, ends, weights, len(pieces), workers)[0]
+            freq = freq.astype(np.float64)
+            expected = fixed.astype(np.float64) / _lattice.FIXED if estimate == "em" else freq
             expected = np.maximum(expected, 0.5)   # keep every piece reachable (bytes included)
             scores = np.log(expected) - math.log(expected.sum())
         if on_round is not None:
@@ -806,4 +848,4 @@ def refine(start: Vocab, data, target: int, spec: TrainerSpec, workers: int = 1,
         pieces = [pieces[i] for i in keep]
         scores = scores[np.asarray(keep)]
         scores = scores - np.log(np.exp(scores).sum())
-    return Vocab(pieces, np.exp(scores) * weights.sum(), scores=scores)
+    return Vocab(pieces, np.exp(scores) * data.total, scores=scores)
