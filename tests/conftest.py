@@ -36,3 +36,80 @@ def bytepiece_zip():
 def vocab_of(tok):
     """piece bytes -> (id, score): the reference implementation's view of a tokenizer."""
     return {p: (tok.piece_to_id(p), s) for p, s in tok.pieces}
+
+
+# ----------------------------------------------------------------------------- Ray cluster
+
+def _ray_cli():
+    exe = Path(os.path.dirname(os.path.realpath(os.sys.executable))) / "ray"
+    if not exe.exists():
+        exe = Path(os.path.dirname(os.sys.executable)) / "ray"
+    return str(exe)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster of two nodes, started here and stopped at the end: a head with 2
+    CPUs and a second node with 1 CPU, each `ray start` in a process group of its own. Yields
+    ``(address, fault_dir)``: tasks die at a fault point whose file a test puts in
+    ``fault_dir`` (see ``tokenmill.engine.fault_point``)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import importlib.util
+    import secrets
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (pip install \".[test]\" or \"tokenmill[ray]\")")
+
+    fault_dir = tmp_path_factory.mktemp("faults")
+    # Ray's token authentication, with a token of this test session's own (the driver, the
+    # CLI subprocesses and both nodes get it through the environment; Ray reads it when it is
+    # first imported)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    env = dict(os.environ, TOKENMILL_FAULT_DIR=str(fault_dir), RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src")] +
+                                          [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    ray = _ray_cli()
+
+    def start(*args):
+        subprocess.run([ray, "start", *args, "--disable-usage-stats"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                       timeout=120)
+
+    try:
+        start("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+              "--include-dashboard=false")
+        start(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1")
+        import ray as ray_mod
+
+        ray_mod.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", configure_logging=False)
+        deadline = time.monotonic() + 60
+        while len([n for n in ray_mod.nodes() if n["Alive"]]) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second Ray node did not join")
+            time.sleep(0.5)
+        yield address, fault_dir
+    finally:
+        try:
+            import ray as ray_mod
+
+            ray_mod.shutdown()
+        except ImportError:
+            pass
+        subprocess.run([ray, "stop", "--force"], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1142,21 +1142,28 @@ def format_tsv(const unsigned char[:] blob, const int64_t[:] offs, const int64_t
     return bytes(out[:m])
 
 
-def span_parts(const unsigned char[:] buf, const int64_t[:] ends, int nparts):
+def span_parts(const unsigned char[:] buf, const int64_t[:] ends, int nparts, uint64_t salt=0):
     """Which of ``nparts`` parts each piece ``buf[ends[k]:ends[k+1]]`` belongs to, chosen by
-    a hash of its bytes (int32 array): the same piece always goes to the same part.
+    a hash of its bytes (int32 array): the same piece always goes to the same part. With
+    ``salt`` 0 the part is the :class:`SpanCounter` table the piece would go to; any other salt
+    draws the parts independently of the tables (so a part's strings still fill all of them).
 
     >>> p = span_parts(b"abab", np.array([0, 2, 4]), 8); int(p[0]) == int(p[1])
     True
     """
     cdef Py_ssize_t k, n = ends.shape[0] - 1
+    cdef uint64_t h
     if nparts < 1:
         raise ValueError("nparts must be >= 1")
     out = np.empty(max(n, 0), dtype=np.int32)
     cdef int32_t[:] o = out
     with nogil:
         for k in range(n):
-            o[k] = shard_of(hash_bytes(&buf[ends[k]], ends[k + 1] - ends[k]), nparts)
+            h = hash_bytes(&buf[ends[k]] if ends[k + 1] > ends[k] else NULL, ends[k + 1] - ends[k])
+            if salt == 0:
+                o[k] = shard_of(h, nparts)
+            else:
+                o[k] = <int32_t>(mix64(h ^ salt) % <uint64_t>nparts)
     return out
 
 

@@ -348,19 +348,39 @@ class PassCounter:
         self.table_budget = table_budget      # fixed table size (tests force several passes)
         self.tmp_dir = tmp_dir or tempfile.gettempdir()
         self.stats = PassStats()
+        self.last_pass = False
+        self._pool = None
 
     def run(self, min_count: int = 1, top: int | None = None) -> list:
         """Count; return the sorted results of each pass (entries with count >= ``min_count``,
         at most ``top`` per pass): :class:`Run` objects, or :class:`SpilledRun` files (in
         ``tmp_dir``) when keeping them would take more than a quarter of the budget. Call
         :func:`remove_runs` when done."""
+        runs: list = []
+        for blob, offs, counts in self.passes(min_count, kept=lambda: sum(r.nbytes for r in runs)):
+            t_sort = time.monotonic()
+            order = sort_entries(blob, offs, counts, self.workers, self._pool)
+            self.stats.sort_seconds += time.monotonic() - t_sort
+            if top is not None and len(order) > top:
+                order = order[:top].copy()
+            runs.append(Run(blob, offs, counts, order))
+            if sum(r.nbytes for r in runs) > self.budget // 4 and not self.last_pass:
+                runs = [r.spill(self.tmp_dir) if isinstance(r, Run) else r for r in runs]
+        return runs
+
+    def passes(self, min_count: int = 1, kept=lambda: 0):
+        """Count, and yield ``(blob, offs, counts)`` after each pass: the strings with count >=
+        ``min_count`` of the hash range that pass counted, unsorted (string k is
+        ``blob[offs[k]:offs[k+1]]``). ``kept()`` tells how much memory the caller holds on to
+        between passes (taken from the next pass's tables); ``self.last_pass`` is true while
+        the last one is handled."""
         from .progress import Progress
 
         t0 = time.monotonic()
         T = self.workers
         starts = [0] * SHARDS
-        runs: list[Run] = []
         total = self.source.total_bytes()
+        self.last_pass = False
         # Each batch is cut into PARTS_PER_THREAD parts per thread, claimed by the threads as
         # they go: the work per byte varies (an ASCII byte is a character, a Chinese character
         # takes three), so one equal-sized part per thread would leave one of them waiting.
@@ -369,13 +389,13 @@ class PassCounter:
         spaces = [_spans.UnitBuffer() for _ in range(P)]
         records = [_spans.Records(SHARDS) for _ in range(P)]
         with ThreadPoolExecutor(T) as pool:
+            self._pool = pool
             while min(starts) < _spans.FULL_RANGE:
                 self.stats.passes += 1
                 passes = self.stats.passes
-                kept = sum(r.nbytes for r in runs)
                 # the tables are emptied while they are exported; their export and its sort
                 # take about as much again
-                table_budget = self.table_budget or max((self.budget - kept) * 8 // 10, 4 << 20)
+                table_budget = self.table_budget or max((self.budget - kept()) * 8 // 10, 4 << 20)
                 table = _spans.SpanCounter(SHARDS, table_budget)
                 table.set_starts(starts)
                 label = self.label if passes == 1 else f"{self.label} (pass {passes})"
@@ -406,28 +426,36 @@ class PassCounter:
                                 list(pool.map(lambda p: table.reserve(keys, p, T), range(T)))
                                 self.stats.reserved = keys
                 starts = [hi for _, hi in table.ranges()]
+                self.last_pass = min(starts) >= _spans.FULL_RANGE
                 self.stats.distinct += len(table)
                 t_sort = time.monotonic()
                 export = table.exporter(min_count, free_tables=True)
                 list(pool.map(lambda k: export.size_part(k, T), range(T)))
                 export.allocate()
                 list(pool.map(lambda k: export.copy_part(k, T), range(T)))
-                blob, offs, counts = export.result()
+                result = export.result()
                 del table, export
-                sorter = _spans.EntrySorter(blob, offs, counts, T)
-                list(pool.map(sorter.fill_part, range(T)))
-                sorter.partition()
-                list(pool.map(sorter.sort_part, range(T)))
-                order = sorter.finish()
-                del sorter
                 self.stats.sort_seconds += time.monotonic() - t_sort
-                if top is not None and len(order) > top:
-                    order = order[:top].copy()
-                runs.append(Run(blob, offs, counts, order))
-                if sum(r.nbytes for r in runs) > self.budget // 4 and min(starts) < _spans.FULL_RANGE:
-                    runs = [r.spill(self.tmp_dir) if isinstance(r, Run) else r for r in runs]
+                yield result
+                del result
+            self._pool = None
         self.stats.seconds = time.monotonic() - t0
-        return runs
+
+
+def sort_entries(blob, offs, counts, threads: int = 1, pool=None) -> np.ndarray:
+    """The order of the entries by count (highest first), then by their bytes."""
+    sorter = _spans.EntrySorter(blob, offs, counts, threads)
+    if pool is None or threads <= 1:
+        for k in range(threads):
+            sorter.fill_part(k)
+        sorter.partition()
+        for k in range(threads):
+            sorter.sort_part(k)
+    else:
+        list(pool.map(sorter.fill_part, range(threads)))
+        sorter.partition()
+        list(pool.map(sorter.sort_part, range(threads)))
+    return sorter.finish()
 
 
 def remove_runs(runs) -> None:
@@ -519,6 +547,8 @@ def count_ngrams(inputs, output=None, spec: CountSpec | None = None, **options) 
     elif options:
         spec = CountSpec(**{**spec.to_dict(), **options})
     units, space_byte = unit_function(spec.unit, spec.split, spec.jieba)
+    if spec.engine != "local":
+        return _count_on_engine(inputs, output, spec, space_byte)
     tmp_dir = _tmp_dir(output)
     source = TextSource(inputs, spec.field)
     t0 = time.monotonic()
@@ -527,15 +557,7 @@ def count_ngrams(inputs, output=None, spec: CountSpec | None = None, **options) 
         counter = PassCounter(source, units, spec.order, memory=spec.memory, workers=spec.workers,
                               progress=spec.progress, label="count", tmp_dir=tmp_dir)
         runs = counter.run(spec.min_count, spec.top)
-        items = None
-        if output is None:
-            items = [(_to_item(s, spec.unit, space_byte), c) for c, s in merged(runs, spec.top)]
-            written = len(items)
-        else:
-            from .corpus.io import atomic_output
-
-            with atomic_output(output) as out:
-                written = write_tsv(out, runs, spec.top, space_byte, workers=counter.workers)
+        written, items = _write_result(output, runs, spec, space_byte, counter.workers)
     finally:
         remove_runs(runs)
         source.close()
@@ -544,6 +566,43 @@ def count_ngrams(inputs, output=None, spec: CountSpec | None = None, **options) 
                          distinct=st.distinct, lines=st.lines, bytes=st.bytes, passes=st.passes,
                          seconds=time.monotonic() - t0, peak_rss=_peak_rss(), items=items)
     return result
+
+
+def _write_result(output, runs, spec: CountSpec, space_byte: int, workers: int):
+    """``(written, items)``: the runs merged into ``output``, or into a list when it is None."""
+    if output is None:
+        items = [(_to_item(s, spec.unit, space_byte), c) for c, s in merged(runs, spec.top)]
+        return len(items), items
+    from .corpus.io import atomic_output
+
+    with atomic_output(output) as out:
+        return write_tsv(out, runs, spec.top, space_byte, workers=workers), None
+
+
+def _count_on_engine(inputs, output, spec: CountSpec, space_byte: int) -> CountResult:
+    """The same count as map and reduce tasks on ``spec.engine`` (see :mod:`tokenmill.count_job`)."""
+    from .count_job import run_count
+    from .engine import WorkFolder, make_engine
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = expand_inputs(inputs)
+    if "-" in paths:
+        raise TokenmillError(f"count: --engine {spec.engine} reads the inputs from files every node can "
+                             "see; standard input (-) is not one")
+    t0 = time.monotonic()
+    engine = make_engine(spec.engine, spec.ray_address, spec.workers)
+    runs = []
+    try:
+        with WorkFolder(_tmp_dir(output), "count-job") as work:
+            runs, st = run_count(engine, [os.path.abspath(p) for p in paths], spec, work.path, spec.progress)
+            written, items = _write_result(output, runs, spec, space_byte, os.cpu_count() or 1)
+            remove_runs(runs)
+    finally:
+        engine.close()
+    return CountResult(output=None if output is None else os.fspath(output), written=written,
+                       distinct=st["distinct"], lines=st["lines"], bytes=st["bytes"], passes=st["passes"],
+                       seconds=time.monotonic() - t0, peak_rss=_peak_rss(), items=items)
 
 
 def _tmp_dir(output) -> str:

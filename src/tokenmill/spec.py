@@ -141,6 +141,28 @@ def parse_size(text) -> int:
     return int(value * _SIZE_UNITS[unit])
 
 
+ENGINES = ("local", "ray")
+
+
+def engine_option():
+    return option("local", "where the job runs: local (this process), or ray (tasks on a Ray cluster, "
+                           "pip install \"tokenmill[ray]\"; inputs and --tmp must be on storage every "
+                           "node sees); the output is the same byte for byte", choices=ENGINES)
+
+
+def ray_address_option():
+    return option(None, "with --engine ray: the cluster (auto: the one this machine is part of; "
+                        "ray://HOST:10001 for a remote one); default: $RAY_ADDRESS, else a local Ray "
+                        "instance for the job", metavar="ADDR")
+
+
+def check_engine(cmd: str, spec) -> None:
+    if spec.engine not in ENGINES:
+        raise TokenmillError(f"{cmd}: unknown engine {spec.engine!r} (choose from {', '.join(ENGINES)})")
+    if spec.ray_address is not None and spec.engine != "ray":
+        raise TokenmillError(f"{cmd}: --ray-address needs --engine ray")
+
+
 @dataclass
 class ShuffleSpec(Spec):
     """Options of ``tokenmill shuffle`` / :func:`tokenmill.shuffle` (exact out-of-core line shuffle)."""
@@ -321,11 +343,15 @@ class CountSpec(Spec):
                                 "(pip install jieba)")
     field: str | None = option(None, "inputs are JSON lines; count the text of this field", metavar="NAME")
     workers: int = option(0, "threads (0 = number of CPUs); never changes the output", metavar="N")
-    memory: str = option("2G", "memory budget: peak RSS stays within it; n-grams that do not fit are "
-                               "counted in further passes over the input", metavar="SIZE")
+    memory: str = option("2G", "memory budget: peak RSS stays within it (with --engine ray: that of "
+                               "each task); n-grams that do not fit are counted in further passes "
+                               "over the input", metavar="SIZE")
+    engine: str = engine_option()
+    ray_address: str | None = ray_address_option()
     progress: bool = option(True, "progress bar on stderr when it is a terminal, and a summary line")
 
     def validate(self):
+        check_engine("count", self)
         if self.unit not in COUNT_UNITS:
             raise TokenmillError(f"count: unknown unit {self.unit!r} (choose from {', '.join(COUNT_UNITS)})")
         _check_common("count", self)

@@ -1,0 +1,351 @@
+"""``tokenmill count`` as tasks on an engine (``--engine ray``; see :mod:`tokenmill.engine`).
+
+1. *Map*, one task per input shard (a plain file is cut into byte ranges, each owning the lines
+   that start in it; a compressed file or a JSON-lines file with ``--field`` is one shard): the
+   shard is counted with the same compiled counter as a local run, within the task's share of
+   ``--memory``, and its counts are written to one file per *partition* (a hash of the n-gram
+   picks the partition).
+2. *Reduce*, one task per partition: the counts of that partition from every shard are added
+   up (in further passes over its files if they do not fit), ``--min-count`` is applied, and the
+   result is sorted and written (``--top`` of it at most: the overall top K is among them).
+3. The driver merges the sorted partitions into the TSV, exactly as a local run with several
+   passes merges its passes.
+
+The counts are exact, so the output is the local run's byte for byte, whatever the number of
+shards, partitions, nodes and retries.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _spans
+from .corpus.io import compression_of, input_size, open_input
+from .errors import InputError
+from .spec import CountSpec, parse_size
+
+SHARD_BYTES = 64 << 20        # a plain file is cut into ranges of at most this size
+MIN_SHARD_BYTES = 1 << 20     # ... and at least this size
+PARTITIONS_PER_TASK = 2       # reduce partitions per CPU of the cluster
+PARTITION_SALT = 0x243F6A8885A308D3
+CHUNK = 1 << 16               # entries per block in the exchanged files
+
+
+# ------------------------------------------------------------------------------ shards
+
+@dataclass(frozen=True)
+class Shard:
+    """Lines of ``path`` that start in ``[start, end)`` (``end`` None: the whole file)."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+    size: int = 0              # bytes, for progress (0: unknown)
+
+
+def plan_shards(paths: list[str], field: str | None, parts: int, shard_bytes: int | None = None,
+                min_bytes: int | None = None) -> list[Shard]:
+    """Cut the inputs into shards: ``parts`` of them in all when the plain files allow it (none
+    smaller than ``min_bytes``), none of more than ``shard_bytes`` of a plain file."""
+    shard_bytes = shard_bytes or SHARD_BYTES
+    min_bytes = min_bytes or MIN_SHARD_BYTES
+    sizes = {p: input_size(p) for p in paths}
+    plain = [p for p in paths if sizes[p] is not None and not compression_of(p) and field is None]
+    total = sum(sizes[p] for p in plain)
+    step = max(min_bytes, min(shard_bytes, -(-total // max(parts, 1)) if total else shard_bytes))
+    out = []
+    for p in paths:
+        if p not in plain:
+            out.append(Shard(p, 0, None, sizes[p] or 0))
+            continue
+        n = max(1, -(-sizes[p] // step))
+        for k in range(n):
+            a, b = sizes[p] * k // n, sizes[p] * (k + 1) // n
+            out.append(Shard(p, a, b, b - a))
+    return out
+
+
+def _line_start(f, pos: int, size: int) -> int:
+    """Offset of the first line that starts at or after ``pos``."""
+    if pos <= 0:
+        return 0
+    if pos >= size:
+        return size
+    f.seek(pos - 1)
+    at = pos - 1
+    while True:
+        block = f.read(1 << 16)
+        if not block:
+            return size
+        k = block.find(b"\n")
+        if k >= 0:
+            return at + k + 1
+        at += len(block)
+
+
+class ShardSource:
+    """A :class:`tokenmill.counting.TextSource` for one shard: ``(buf, lines)`` batches of its
+    whole lines, read by the task itself."""
+
+    def __init__(self, shard: Shard, field: str | None = None):
+        self.shard = shard
+        self.field = field
+
+    def total_bytes(self):
+        """The shard's size for a byte range (lets the counter size its tables early)."""
+        return self.shard.size if self.shard.end is not None else None
+
+    def close(self):
+        pass
+
+    def batches(self, batch_bytes: int):
+        from .counting import TextSource
+
+        sh = self.shard
+        if sh.end is None:
+            source = TextSource([sh.path], self.field)
+            try:
+                yield from source.batches(batch_bytes)
+            finally:
+                source.close()
+            return
+        try:
+            with open(sh.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                a = _line_start(f, sh.start, size)
+                b = _line_start(f, sh.end, size) if sh.end < size else size
+                f.seek(a)
+                remaining, carry = b - a, b""
+                while remaining > 0:
+                    block = f.read(min(batch_bytes, remaining))
+                    if not block:
+                        break
+                    remaining -= len(block)
+                    block = carry + block if carry else block
+                    cut = block.rfind(b"\n")
+                    if cut < 0:
+                        carry = block
+                        continue
+                    carry = block[cut + 1:]
+                    yield block[:cut], block.count(b"\n", 0, cut) + 1
+                if carry:
+                    yield carry, 1
+        except OSError as exc:
+            raise InputError(sh.path, f"cannot read: {exc.strerror or exc}") from None
+
+
+# ----------------------------------------------------------------- files of counted strings
+
+def write_entries(path: str, blob, offs, counts, order, lo: int, hi: int) -> None:
+    """Append entries ``order[lo:hi]`` to ``path`` in blocks of ``<qq`` (entries, bytes),
+    lengths (int64), counts (int64), the strings."""
+    with open(path, "ab") as f:
+        for a in range(lo, hi, CHUNK):
+            b = min(a + CHUNK, hi)
+            strings, lens = _spans.gather(blob, offs, order, a, b)
+            f.write(struct.pack("<qq", b - a, len(strings)))
+            f.write(lens.tobytes())
+            f.write(np.asarray(counts)[order[a:b]].astype(np.int64).tobytes())
+            f.write(strings)
+
+
+def read_entries(path: str):
+    """Yield ``(blob, offs, counts)`` blocks of a file written by :func:`write_entries`."""
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(16)
+            if not head:
+                return
+            m, size = struct.unpack("<qq", head)
+            lens = np.frombuffer(f.read(8 * m), dtype=np.int64)
+            counts = np.frombuffer(f.read(8 * m), dtype=np.int64)
+            blob = np.frombuffer(f.read(size), dtype=np.uint8)
+            offs = np.zeros(m + 1, dtype=np.int64)
+            np.cumsum(lens, out=offs[1:])
+            yield blob, offs, counts
+
+
+# ------------------------------------------------------------------------------- tasks
+
+def count_shard(task) -> dict:
+    """Map task: count one shard; write its counts, split into partitions, to fresh files in
+    the work folder. Returns ``{"files": [path or None per partition], "entries": [how many
+    per partition], "lines", "bytes", "units", "passes"}``."""
+    from .counting import PassCounter, unit_function
+    from .corpus.io import temp_name
+    from .engine import fault_point
+
+    shard, spec_dict, folder, nparts, budget, threads = task
+    spec = CountSpec.from_dict(spec_dict)
+    units, _ = unit_function(spec.unit, spec.split, spec.jieba)
+    counter = PassCounter(ShardSource(shard, spec.field), units, spec.order, memory=budget,
+                          workers=threads, progress=False, label="count", tmp_dir=folder)
+    files = [None] * nparts
+    entries = [0] * nparts
+    tag = temp_name("count-map")
+    try:
+        for blob, offs, counts in counter.passes(1):
+            parts = _spans.span_parts(blob, offs, nparts, PARTITION_SALT)
+            order = np.argsort(parts, kind="stable").astype(np.int64)
+            bounds = np.searchsorted(parts[order], np.arange(nparts + 1))
+            for r in range(nparts):
+                lo, hi = int(bounds[r]), int(bounds[r + 1])
+                if hi > lo:
+                    if files[r] is None:
+                        files[r] = os.path.join(folder, f"{tag}-{r}")
+                    write_entries(files[r], blob, offs, counts, order, lo, hi)
+                    entries[r] += hi - lo
+                    fault_point("count-map")      # tests: a task killed with its files half written
+            del blob, offs, counts, parts, order
+    except BaseException:
+        for p in files:
+            if p is not None:
+                _remove(p)
+        raise
+    st = counter.stats
+    return {"files": files, "entries": entries, "lines": st.lines, "bytes": st.bytes, "units": st.units, "passes": st.passes}
+
+
+def reduce_partition(task) -> dict:
+    """Reduce task: add up one partition's counts from every shard (``entries``: how many
+    there are in its files), keep those >= min_count, sort them and write them (at most
+    ``top``) to a fresh file. Returns ``{"file", "entries",
+    "distinct", "passes"}``."""
+    from .counting import SHARDS, Run, sort_entries
+
+    paths, entries, folder, budget, min_count, top = task
+    table_budget = max(parse_size(budget) * 6 // 10, 4 << 20)
+    starts = [0] * SHARDS
+    runs, distinct, passes = [], 0, 0
+    try:
+        while min(starts) < _spans.FULL_RANGE:
+            passes += 1
+            table = _spans.SpanCounter(SHARDS, table_budget)
+            table.set_starts(starts)
+            if passes == 1:     # at most this many distinct strings: grow the tables once
+                table.reserve(entries)
+            for path in paths:
+                for blob, offs, counts in read_entries(path):
+                    table.add_counts(blob, offs, counts)
+            starts = [hi for _, hi in table.ranges()]
+            distinct += len(table)
+            blob, offs, counts = table.export(min_count, free_tables=True)
+            del table
+            order = sort_entries(blob, offs, counts)
+            if top is not None and len(order) > top:
+                order = order[:top].copy()
+            runs.append(Run(blob, offs, counts, order).spill(folder))
+        from .counting import merged
+        from .corpus.io import temp_name
+
+        out = runs[0].path
+        if len(runs) > 1:   # one sorted file per partition: merge the passes' runs
+            out = os.path.join(folder, temp_name("count-reduce"))
+            blob_list, count_list = [], []
+            n = 0
+            for count, s in merged(runs, top):
+                blob_list.append(s)
+                count_list.append(count)
+                n += 1
+                if len(blob_list) == CHUNK:
+                    _append_sorted(out, blob_list, count_list)
+                    blob_list, count_list = [], []
+            if blob_list:
+                _append_sorted(out, blob_list, count_list)
+            for r in runs:
+                r.remove()
+        else:
+            n = len(runs[0])
+    except BaseException:
+        for r in runs:
+            r.remove()
+        raise
+    return {"file": out, "entries": n, "distinct": distinct, "passes": passes}
+
+
+def _append_sorted(path, strings, counts):
+    blob = np.frombuffer(b"".join(strings), dtype=np.uint8)
+    offs = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in strings], out=offs[1:])
+    write_entries(path, blob, offs, np.asarray(counts, dtype=np.int64),
+                  np.arange(len(strings), dtype=np.int64), 0, len(strings))
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------------ the job
+
+def run_count(engine, paths: list[str], spec: CountSpec, folder: str, progress: bool):
+    """Count on ``engine``; return ``(runs, stats)``: the sorted partitions as
+    :class:`tokenmill.counting.SpilledRun` (or in-memory :class:`~tokenmill.counting.Run`)
+    objects, ready for :func:`tokenmill.counting.write_tsv`, and the figures of the job."""
+    from .counting import SpilledRun
+
+    t0 = time.monotonic()
+    tasks = engine.parallel_tasks
+    budget = task_budget = parse_size(spec.memory)     # each task stays within --memory
+    shards = plan_shards(paths, spec.field, tasks)
+    nparts = max(1, PARTITIONS_PER_TASK * tasks)
+    maps = engine.map(count_shard, [(sh, spec.to_dict(), folder, nparts, task_budget, engine.task_threads)
+                                    for sh in shards],
+                      label="count (map)", progress=progress, sizes=[sh.size for sh in shards])
+    stats = {"lines": sum(m["lines"] for m in maps), "bytes": sum(m["bytes"] for m in maps),
+             "shards": len(shards), "partitions": nparts,
+             "passes": max([m["passes"] for m in maps], default=1)}
+    stats["map_seconds"] = time.monotonic() - t0
+    jobs = [([m["files"][r] for m in maps if m["files"][r] is not None],
+             sum(m["entries"][r] for m in maps), folder, task_budget, spec.min_count, spec.top)
+            for r in range(nparts)]
+    jobs = [j for j in jobs if j[0]]
+    t1 = time.monotonic()
+    reduced = engine.map(reduce_partition, jobs, label="count (reduce)", progress=progress)
+    stats["reduce_seconds"] = time.monotonic() - t1
+    for m in maps:
+        for p in m["files"]:
+            if p is not None:
+                _remove(p)
+    stats["distinct"] = sum(r["distinct"] for r in reduced)
+    stats["passes"] = max([stats["passes"]] + [r["passes"] for r in reduced])
+    runs = [SpilledRun(r["file"], r["entries"]) for r in reduced if r["entries"]]
+    # Sorted partitions that fit a quarter of the budget are merged in memory, by the same
+    # compiled sort as a local run; larger ones are merged from their files.
+    size = sum(os.path.getsize(r.path) for r in runs)
+    if runs and size <= budget // 4:
+        runs = [_load_all(runs)]
+    stats["seconds"] = time.monotonic() - t0
+    if os.environ.get("TOKENMILL_DEBUG_TIMES"):
+        import sys
+        print({k: v for k, v in stats.items()}, file=sys.stderr)
+    return runs, stats
+
+
+def _load_all(runs):
+    from .counting import Run, sort_entries
+
+    blobs, counts, lens = [], [], []
+    for r in runs:
+        for blob, offs, c in read_entries(r.path):
+            blobs.append(blob)
+            counts.append(c)
+            lens.append(np.diff(offs))
+        r.remove()
+    blob = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
+    count = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    offs = np.zeros(len(count) + 1, dtype=np.int64)
+    if lens:
+        np.cumsum(np.concatenate(lens), out=offs[1:])
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = os.cpu_count() or 1
+    with ThreadPoolExecutor(threads) as pool:
+        order = sort_entries(blob, offs, count, threads, pool)
+    return Run(blob, offs, count, order)

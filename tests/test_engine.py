@@ -1,0 +1,179 @@
+"""Jobs as map/reduce tasks on an engine: the same output as a local run, on the local engine
+and on a two-node Ray cluster that the tests start themselves (``ray_cluster`` in conftest),
+also when a task is killed midway; the error without Ray."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from tokenmill import count_job
+from tokenmill.count_job import Shard, ShardSource, plan_shards
+from tokenmill.counting import count_ngrams
+from tokenmill.engine import LocalEngine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _text(seed: int, n_lines: int = 2000) -> bytes:
+    rng = random.Random(seed)
+    words = ["中国", "人民", "的", "发展", "the", "of", "data", "x = 1", "def f():", "é", "\t", ""]
+    lines = []
+    for _ in range(n_lines):
+        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))).encode())
+    lines[rng.randrange(n_lines)] = b"\xff\xfe invalid \x00 bytes"
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    """Cut inputs into shards of a few kB, so that small files make many tasks."""
+    monkeypatch.setattr(count_job, "MIN_SHARD_BYTES", 1 << 12)
+    monkeypatch.setattr(count_job, "SHARD_BYTES", 1 << 14)
+
+
+# ------------------------------------------------------------------------------ shards
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])
+def test_shards_hold_every_line_once(tmp_path, parts):
+    data = _text(1, 500) + b"last line without newline"
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    shards = plan_shards([str(path)], None, parts, shard_bytes=1 << 30, min_bytes=1)
+    assert len(shards) == parts
+    got = []
+    for sh in shards:
+        for buf, lines in ShardSource(sh).batches(1000):
+            got.extend(buf.split(b"\n"))
+            assert len(buf.split(b"\n")) == lines
+    assert got == data.split(b"\n")
+
+
+def test_a_compressed_or_json_input_is_one_shard(tmp_path):
+    import gzip
+
+    gz = tmp_path / "a.txt.gz"
+    gz.write_bytes(gzip.compress(b"x\n" * 1000))
+    js = tmp_path / "b.jsonl"
+    js.write_text('{"text": "y"}\n' * 1000)
+    assert [s.end for s in plan_shards([str(gz)], None, 8, min_bytes=1)] == [None]
+    assert [s.end for s in plan_shards([str(js)], "text", 8, min_bytes=1)] == [None]
+
+
+# ------------------------------------------------------------------- count, local engine
+
+@pytest.mark.parametrize("unit,order", [("char", 3), ("byte", 4), ("word", 2)])
+def test_count_tasks_on_the_local_engine_equal_a_local_count(tmp_path, small_shards, unit, order):
+    paths = []
+    for k in range(3):
+        p = tmp_path / f"in{k}.txt"
+        p.write_bytes(_text(k))
+        paths.append(str(p))
+    want = count_ngrams(paths, unit=unit, order=order, min_count=2, progress=False).items
+    from tokenmill.counting import merged, remove_runs
+    from tokenmill.spec import CountSpec
+
+    spec = CountSpec(unit=unit, order=order, min_count=2, progress=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    runs, stats = count_job.run_count(LocalEngine(tasks=3), paths, spec, str(work), False)
+    assert stats["shards"] > 3 and stats["partitions"] == 6
+    got = [(c, s) for c, s in merged(runs)]
+    remove_runs(runs)
+    space = (lambda s: s.decode("utf-8", "surrogateescape")) if unit != "byte" else (lambda s: s)
+    assert [(space(s), c) for c, s in got] == want
+    assert os.listdir(work) == []
+
+
+def test_a_reduce_that_does_not_fit_makes_more_passes(tmp_path, small_shards):
+    rng = random.Random(5)
+    p = tmp_path / "in.txt"
+    p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(30)) for _ in range(5000)))
+    from tokenmill.spec import CountSpec
+
+    spec = CountSpec(unit="char", order=4, progress=False).to_dict()
+    work = str(tmp_path)
+    maps = [count_job.count_shard((sh, spec, work, 1, "256M", 1))
+            for sh in plan_shards([str(p)], None, 4, min_bytes=1 << 12)]
+    files = [m["files"][0] for m in maps]
+    entries = sum(m["entries"][0] for m in maps)
+    big = count_job.reduce_partition((files, entries, work, "1G", 1, None))
+    small = count_job.reduce_partition((files, entries, work, "1M", 1, None))
+    assert big["passes"] == 1 and small["passes"] > 1
+    assert big["distinct"] == small["distinct"]
+    assert list(count_job.read_entries(big["file"]))[0][2].sum() == list(count_job.read_entries(small["file"]))[0][2].sum()
+    with open(big["file"], "rb") as a, open(small["file"], "rb") as b:
+        assert a.read() == b.read()
+
+
+# --------------------------------------------------------------------------------- Ray
+
+def test_without_ray_the_engine_error_names_the_install_command(tmp_path):
+    p = tmp_path / "in.txt"
+    p.write_bytes(b"abc\n")
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from tokenmill.cli import main\n"
+            f"sys.exit(main(['count', {str(p)!r}, '--engine', 'ray', '-o', {str(tmp_path / 'out.tsv')!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src")))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        'tokenmill: error: --engine ray needs Ray, an optional extra: pip install "tokenmill[ray]"']
+    assert not (tmp_path / "out.tsv").exists()
+
+
+def test_ray_address_without_the_ray_engine_is_an_error():
+    from tokenmill.errors import TokenmillError
+    from tokenmill.spec import CountSpec
+
+    with pytest.raises(TokenmillError, match="--ray-address needs --engine ray"):
+        CountSpec(ray_address="auto")
+
+
+def test_count_on_two_ray_nodes_equals_the_local_count(tmp_path, ray_cluster, small_shards):
+    address, _ = ray_cluster
+    paths = []
+    for k in range(2):
+        p = tmp_path / f"in{k}.txt"
+        p.write_bytes(_text(10 + k, 4000))
+        paths.append(str(p))
+    local = tmp_path / "local.tsv"
+    on_ray = tmp_path / "ray.tsv"
+    count_ngrams(paths, local, unit="char", order=3, progress=False)
+    r = count_ngrams(paths, on_ray, unit="char", order=3, progress=False, engine="ray", ray_address=address)
+    assert on_ray.read_bytes() == local.read_bytes()
+    assert r.lines == 8000
+    import ray
+
+    assert len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 2
+    assert sorted(os.listdir(tmp_path)) == ["in0.txt", "in1.txt", "local.tsv", "ray.tsv"]
+
+
+def test_a_count_task_killed_midway_is_retried_and_the_counts_stay_exact(tmp_path, ray_cluster, small_shards):
+    address, fault_dir = ray_cluster
+    p = tmp_path / "in.txt"
+    p.write_bytes(_text(20, 5000))
+    local = tmp_path / "local.tsv"
+    on_ray = tmp_path / "ray.tsv"
+    count_ngrams([str(p)], local, unit="char", order=2, progress=False)
+    armed = fault_dir / "count-map"
+    armed.write_bytes(b"")
+    count_ngrams([str(p)], on_ray, unit="char", order=2, progress=False, engine="ray", ray_address=address)
+    assert not armed.exists()          # a task did die there
+    assert on_ray.read_bytes() == local.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["in.txt", "local.tsv", "ray.tsv"]
+
+
+def test_count_cli_on_ray(tmp_path, ray_cluster):
+    address, _ = ray_cluster
+    p = tmp_path / "in.txt"
+    p.write_bytes(_text(30, 300))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    base = [sys.executable, "-m", "tokenmill", "count", str(p), "--order", "2", "--no-progress"]
+    subprocess.run(base + ["-o", str(tmp_path / "a.tsv")], check=True, env=env)
+    subprocess.run(base + ["--engine", "ray", "--ray-address", address, "-o", str(tmp_path / "b.tsv")],
+                   check=True, env=env)
+    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
