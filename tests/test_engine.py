@@ -11,7 +11,9 @@ import sys
 import pytest
 
 from tokenmill import count_job
-from tokenmill.count_job import Shard, ShardSource, plan_shards
+from tokenmill.corpus import splits
+from tokenmill.corpus.splits import plan_shards
+from tokenmill.count_job import ShardSource
 from tokenmill.counting import count_ngrams
 from tokenmill.engine import LocalEngine
 
@@ -31,8 +33,8 @@ def _text(seed: int, n_lines: int = 2000) -> bytes:
 @pytest.fixture
 def small_shards(monkeypatch):
     """Cut inputs into shards of a few kB, so that small files make many tasks."""
-    monkeypatch.setattr(count_job, "MIN_SHARD_BYTES", 1 << 12)
-    monkeypatch.setattr(count_job, "SHARD_BYTES", 1 << 14)
+    monkeypatch.setattr(splits, "MIN_SHARD_BYTES", 1 << 12)
+    monkeypatch.setattr(splits, "SHARD_BYTES", 1 << 14)
 
 
 # ------------------------------------------------------------------------------ shards
@@ -177,3 +179,66 @@ def test_count_cli_on_ray(tmp_path, ray_cluster):
     subprocess.run(base + ["--engine", "ray", "--ray-address", address, "-o", str(tmp_path / "b.tsv")],
                    check=True, env=env)
     assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+
+
+# ------------------------------------------------------------------------------ shuffle
+
+def _shuffle_inputs(tmp_path):
+    import gzip
+
+    a = tmp_path / "a.txt"
+    a.write_bytes(_text(40, 60000) + b"no newline at the end")      # 2.4 MB
+    b = tmp_path / "b.txt.gz"
+    b.write_bytes(gzip.compress(_text(41, 2000)))
+    return [str(a), str(b)]
+
+
+@pytest.mark.parametrize("options", [
+    {"memory": "1M", "seed": 1},                                  # scattered into buckets
+    {"memory": "1M", "seed": 2, "buckets": 2, "shards": 3},       # buckets scattered again; shards
+    {"memory": "64M", "seed": 3},                                 # fits: one task
+])
+def test_shuffle_on_two_ray_nodes_equals_the_local_shuffle(tmp_path, ray_cluster, small_shards, options):
+    from tokenmill import shuffle
+
+    address, _ = ray_cluster
+    inputs = _shuffle_inputs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    local = shuffle(inputs, out / "local.txt", progress=False, **options)
+    on_ray = shuffle(inputs, out / "ray.txt", progress=False, engine="ray", ray_address=address, **options)
+    assert len(local.outputs) == len(on_ray.outputs)
+    for x, y in zip(local.outputs, on_ray.outputs):
+        assert open(x, "rb").read() == open(y, "rb").read()
+    assert (on_ray.lines, on_ray.root_buckets, on_ray.rescattered) == (local.lines, local.root_buckets, local.rescattered)
+    assert (local.root_buckets > 1, local.rescattered > 0) == {1: (True, False), 2: (True, True), 3: (False, False)}[options["seed"]]
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in local.outputs + on_ray.outputs)
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt.gz", "out"]
+
+
+@pytest.mark.parametrize("where", ["shuffle-scatter", "shuffle-bucket"])
+def test_a_shuffle_task_killed_midway_loses_and_repeats_no_line(tmp_path, ray_cluster, small_shards, where):
+    from tokenmill import shuffle
+
+    address, fault_dir = ray_cluster
+    inputs = _shuffle_inputs(tmp_path)
+    armed = fault_dir / where
+    armed.write_bytes(b"")
+    r = shuffle(inputs, tmp_path / "ray.txt", memory="1M", seed=9, progress=False, engine="ray", ray_address=address)
+    assert not armed.exists()          # a task did die there
+    shuffle(inputs, tmp_path / "local.txt", memory="1M", seed=9, progress=False)
+    assert (tmp_path / "ray.txt").read_bytes() == (tmp_path / "local.txt").read_bytes()
+    assert r.root_buckets > 1
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt.gz", "local.txt", "ray.txt"]
+
+
+def test_shuffle_on_the_ray_engine_refuses_stdin_and_stdout(tmp_path):
+    from tokenmill import shuffle
+    from tokenmill.errors import TokenmillError
+
+    p = tmp_path / "in.txt"
+    p.write_bytes(b"a\nb\n")
+    with pytest.raises(TokenmillError, match="standard input"):
+        shuffle(["-"], tmp_path / "o.txt", engine="ray")
+    with pytest.raises(TokenmillError, match="standard output"):
+        shuffle([str(p)], "-", engine="ray")

@@ -19,72 +19,16 @@ from __future__ import annotations
 import os
 import struct
 import time
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import _spans
-from .corpus.io import compression_of, input_size, open_input
+from .corpus.splits import Shard, byte_range, plan_shards  # noqa: F401 (Shard: re-exported)
 from .errors import InputError
 from .spec import CountSpec, parse_size
 
-SHARD_BYTES = 64 << 20        # a plain file is cut into ranges of at most this size
-MIN_SHARD_BYTES = 1 << 20     # ... and at least this size
 PARTITIONS_PER_TASK = 2       # reduce partitions per CPU of the cluster
 PARTITION_SALT = 0x243F6A8885A308D3
 CHUNK = 1 << 16               # entries per block in the exchanged files
-
-
-# ------------------------------------------------------------------------------ shards
-
-@dataclass(frozen=True)
-class Shard:
-    """Lines of ``path`` that start in ``[start, end)`` (``end`` None: the whole file)."""
-
-    path: str
-    start: int = 0
-    end: int | None = None
-    size: int = 0              # bytes, for progress (0: unknown)
-
-
-def plan_shards(paths: list[str], field: str | None, parts: int, shard_bytes: int | None = None,
-                min_bytes: int | None = None) -> list[Shard]:
-    """Cut the inputs into shards: ``parts`` of them in all when the plain files allow it (none
-    smaller than ``min_bytes``), none of more than ``shard_bytes`` of a plain file."""
-    shard_bytes = shard_bytes or SHARD_BYTES
-    min_bytes = min_bytes or MIN_SHARD_BYTES
-    sizes = {p: input_size(p) for p in paths}
-    plain = [p for p in paths if sizes[p] is not None and not compression_of(p) and field is None]
-    total = sum(sizes[p] for p in plain)
-    step = max(min_bytes, min(shard_bytes, -(-total // max(parts, 1)) if total else shard_bytes))
-    out = []
-    for p in paths:
-        if p not in plain:
-            out.append(Shard(p, 0, None, sizes[p] or 0))
-            continue
-        n = max(1, -(-sizes[p] // step))
-        for k in range(n):
-            a, b = sizes[p] * k // n, sizes[p] * (k + 1) // n
-            out.append(Shard(p, a, b, b - a))
-    return out
-
-
-def _line_start(f, pos: int, size: int) -> int:
-    """Offset of the first line that starts at or after ``pos``."""
-    if pos <= 0:
-        return 0
-    if pos >= size:
-        return size
-    f.seek(pos - 1)
-    at = pos - 1
-    while True:
-        block = f.read(1 << 16)
-        if not block:
-            return size
-        k = block.find(b"\n")
-        if k >= 0:
-            return at + k + 1
-        at += len(block)
 
 
 class ShardSource:
@@ -115,9 +59,7 @@ class ShardSource:
             return
         try:
             with open(sh.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                a = _line_start(f, sh.start, size)
-                b = _line_start(f, sh.end, size) if sh.end < size else size
+                a, b = byte_range(f, sh)
                 f.seek(a)
                 remaining, carry = b - a, b""
                 while remaining > 0:
@@ -322,9 +264,6 @@ def run_count(engine, paths: list[str], spec: CountSpec, folder: str, progress: 
     if runs and size <= budget // 4:
         runs = [_load_all(runs)]
     stats["seconds"] = time.monotonic() - t0
-    if os.environ.get("TOKENMILL_DEBUG_TIMES"):
-        import sys
-        print({k: v for k, v in stats.items()}, file=sys.stderr)
     return runs, stats
 
 

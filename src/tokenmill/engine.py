@@ -75,12 +75,17 @@ class RayEngine:
         if not ray.is_initialized():
             import logging
 
+            quiet = logging.getLogger("ray")     # its start-up notices, while connecting
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.ERROR, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
                 raise TokenmillError(f"--engine ray: cannot connect to {where}: {exc}".splitlines()[0]) from None
+            finally:
+                quiet.setLevel(level)
             self._owned = address is None and not os.environ.get("RAY_ADDRESS")
         self.parallel_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.task_threads = 1

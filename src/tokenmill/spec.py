@@ -146,8 +146,9 @@ ENGINES = ("local", "ray")
 
 def engine_option():
     return option("local", "where the job runs: local (this process), or ray (tasks on a Ray cluster, "
-                           "pip install \"tokenmill[ray]\"; inputs and --tmp must be on storage every "
-                           "node sees); the output is the same byte for byte", choices=ENGINES)
+                           "pip install \"tokenmill[ray]\"; the inputs, the output's folder and --tmp "
+                           "must be on storage every node sees); the output is the same byte for byte",
+                  choices=ENGINES)
 
 
 def ray_address_option():
@@ -181,9 +182,12 @@ class ShuffleSpec(Spec):
                              "(0 = number of CPUs, at most 4); never changes the output", metavar="N")
     buckets: int | None = option(None, "first-level bucket count (default: chosen from --memory and "
                                        "the input size); part of what fixes the output", metavar="K")
+    engine: str = engine_option()
+    ray_address: str | None = ray_address_option()
     progress: bool = option(True, "progress bar on stderr when it is a terminal, and a summary line")
 
     def validate(self):
+        check_engine("shuffle", self)
         budget = parse_size(self.memory)
         if budget < (1 << 20):
             raise TokenmillError(f"shuffle: --memory {self.memory} is too small (at least 1M)")

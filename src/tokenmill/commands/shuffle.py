@@ -32,6 +32,12 @@ Safety: outputs are written under a temporary name (.tokenmill-tmp-...) and rena
 complete. Temporary files are removed on success, on errors and on Ctrl-C / SIGTERM. A run that
 was killed outright (SIGKILL, power loss) leaves them behind; the next tokenmill run using the
 same folders removes them (only those of processes that no longer exist on this host).
+
+--engine ray runs the same steps as tasks on a Ray cluster (pip install "tokenmill[ray]"): the
+lines of each input part are counted (so that every line keeps its number), each part is
+scattered into K buckets of its own, each bucket is shuffled by one task, and this process
+writes the buckets in order into OUT: the same bytes as a local run. Inputs, OUT's folder and
+--tmp must be visible to every node; --memory bounds each task.
 """
 
 

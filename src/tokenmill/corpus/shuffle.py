@@ -131,9 +131,8 @@ class _ChunkReader:
     def __iter__(self):
         buf = self._get()
         filled = 0
-        for path in self.paths:
-            f = tio.open_input(path)
-            step = None if path == "-" or tio.compression_of(path) is None else 4 * MiB
+        for source in self.paths:
+            f, step, path = self._open(source)
             last_byte = 10
             try:
                 while True:
@@ -167,6 +166,12 @@ class _ChunkReader:
             yield buf, filled
         else:
             self.release(buf)
+
+    def _open(self, path):
+        """``(file, step, name)``: the input to read, how much of it to read at a time (None:
+        as much as the buffer takes) and its name for error messages."""
+        step = None if path == "-" or tio.compression_of(path) is None else 4 * MiB
+        return tio.open_input(path), step, path
 
     def _emit(self, buf, filled, path):
         """The buffer is full: hand over its complete lines, keep the partial last line."""
@@ -337,11 +342,12 @@ class _Scatter:
 
 
 def _scatter(chunks, reader: _ChunkReader, scatter: _Scatter, key: int, plan: _Plan,
-             bar: Progress | None, writer_threads: bool, stop: threading.Event) -> int:
-    """Scatter every chunk; returns the number of lines. With ``writer_threads``, bucket writes of
-    chunk i overlap the scatter of chunk i + 1 (two staging buffers)."""
+             bar: Progress | None, writer_threads: bool, stop: threading.Event, first: int = 0) -> int:
+    """Scatter every chunk, whose first line has index ``first``; returns the number of lines.
+    With ``writer_threads``, bucket writes of chunk i overlap the scatter of chunk i + 1 (two
+    staging buffers)."""
     k = scatter.k
-    index = 0
+    index = first
     pending = None
     pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmill-shuffle-writer") if writer_threads else None
     spare = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
@@ -380,7 +386,7 @@ def _scatter(chunks, reader: _ChunkReader, scatter: _Scatter, key: int, plan: _P
                 except BaseException:
                     pass
             pool.shutdown(wait=True)
-    return index
+    return index - first
 
 
 # ------------------------------------------------------------------------------ the output
@@ -578,6 +584,10 @@ def shuffle(inputs, output, **options) -> ShuffleResult:
     spec = options.pop("spec", None) or ShuffleSpec(**options)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if spec.engine != "local":
+        from .shuffle_job import shuffle_on_engine
+
+        return shuffle_on_engine(tio.expand_inputs(inputs), os.fspath(output), spec)
     return _Shuffle(tio.expand_inputs(inputs), os.fspath(output), spec).run()
 
 
@@ -608,8 +618,10 @@ class _Shuffle:
         return Progress(label, total_bytes=total, item_name="lines",
                         enabled=None if self.spec.progress else False)
 
-    def run(self) -> ShuffleResult:
-        t0 = time.monotonic()
+    def root_plan(self) -> tuple:
+        """``(k, estimate)``: the number of first-level buckets (part of what fixes the
+        output) and the estimated input size; checks free space and the open-file limit, and
+        removes what killed runs left behind."""
         tio.clean_litter(self.tmp_root)
         if self.output != "-":
             tio.clean_litter(self.out_dir)
@@ -642,6 +654,12 @@ class _Shuffle:
                 if need_out:
                     _check_space(self.out_dir, need_out, "the output")
         self.root_k = k
+        return k, est
+
+    def run(self) -> ShuffleResult:
+        t0 = time.monotonic()
+        k, est = self.root_plan()
+        plan = self.plan
         if k == 1 and self.spec.buckets is None:
             mapped = self._map_single_input()
             if mapped is not None:

@@ -1,0 +1,241 @@
+"""``tokenmill shuffle`` as tasks on an engine (``--engine ray``; see :mod:`tokenmill.engine`).
+
+The local shuffle sends line ``i`` of the input (its index over all inputs) to bucket
+``mix64(key + (i + 1) * GAMMA) % K`` and shuffles each bucket with a key of its own (see
+``shuffle_reference``). The same steps as tasks:
+
+1. *Count*, one task per input shard (:mod:`tokenmill.corpus.splits`): its lines. Their running
+   sum gives each shard the index of its first line, so a line's bucket does not depend on
+   which task reads it.
+2. *Scatter*, one task per shard: its lines into K bucket files of its own.
+3. *Shuffle*, one task per bucket: the bucket's files of every shard, in shard order, are the
+   local run's bucket file line for line; the task shuffles it in memory with the bucket's key
+   (or, when it outgrows the budget, scatters it again, as a local run does) and writes it out.
+4. The driver writes the shuffled buckets, in order, into the output (or its shards).
+
+The plan (K and the bucket limits) is computed once, by the driver, exactly as for a local run;
+so the output is the local run's byte for byte, whatever the number of tasks, nodes and retries.
+An input that fits in the budget (K = 1) is shuffled by one task, as a local run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+
+from ..errors import InputError, TokenmillError
+from ..spec import ShuffleSpec
+from . import io as tio
+from . import shuffle as sh
+from . import shuffle_reference as ref
+from .splits import byte_range, plan_shards
+
+COPY_CHUNK = 8 << 20
+
+
+class _Range:
+    """``readinto`` over ``n`` bytes of an open file, from where it stands."""
+
+    def __init__(self, f, n: int):
+        self.f = f
+        self.left = n
+
+    def readinto(self, view) -> int:
+        if self.left <= 0:
+            return 0
+        got = self.f.readinto(memoryview(view)[:self.left])
+        self.left -= got or 0
+        return got or 0
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _ShardReader(sh._ChunkReader):
+    """The shuffle's chunk reader over :class:`~tokenmill.corpus.splits.Shard` objects."""
+
+    def _open(self, shard):
+        if shard.end is None:
+            return super()._open(shard.path)
+        try:
+            f = open(shard.path, "rb", buffering=0)
+            a, b = byte_range(f, shard)
+            f.seek(a)
+        except OSError as exc:
+            raise InputError(shard.path, f"cannot read: {exc.strerror or exc}") from None
+        return _Range(f, b - a), None, shard.path
+
+
+def _reader(shard, plan, memory: str):
+    return _ShardReader([shard], plan.chunk, plan.max_line, memory, threading.Event())
+
+
+# ------------------------------------------------------------------------------- tasks
+
+def count_lines(task) -> tuple:
+    """Task: ``(lines, bytes)`` of one shard (a last line without a newline counts with one)."""
+    shard, plan, memory = task
+    reader = _reader(shard, plan, memory)
+    lines = size = 0
+    for buf, n in reader:
+        lines += sh._k.count_lines(buf, n)
+        size += n
+        reader.release(buf)
+    return lines, size
+
+
+def scatter_shard(task) -> dict:
+    """Task: scatter one shard, whose first line has index ``first``, into K bucket files in a
+    fresh folder of the work folder. Returns ``{"folder", "files", "bytes", "lines"}``."""
+    from ..engine import fault_point
+
+    shard, first, key, k, plan, memory, work = task
+    folder = os.path.join(work, tio.temp_name("scatter"))
+    os.mkdir(folder, 0o700)
+    scatter = sh._Scatter(folder, (), k)
+    try:
+        reader = _reader(shard, plan, memory)
+        sh._scatter(iter(reader), reader, scatter, key, plan, None, False, threading.Event(), first=first)
+    finally:
+        scatter.close()
+    fault_point("shuffle-scatter")     # tests: a task killed with its buckets written
+    return {"folder": folder, "files": scatter.files, "bytes": scatter.bytes.tolist(),
+            "lines": scatter.lines.tolist()}
+
+
+def shuffle_bucket(task) -> dict:
+    """Task: shuffle bucket ``b`` (its pieces: ``(path, bytes, lines)`` per shard, in shard
+    order) as a local run shuffles its bucket file, into a fresh file of the work folder.
+    Returns ``{"file", "bytes", "lines", "rescattered"}``."""
+    from ..engine import fault_point
+
+    b, pieces, seed, plan, memory, work = task
+    n_bytes = sum(p[1] for p in pieces)
+    n_lines = sum(p[2] for p in pieces)
+    out_path = os.path.join(work, tio.temp_name(f"bucket{b}"))
+    spec = ShuffleSpec(memory=memory, seed=seed, tmp=work, workers=1, progress=False)
+    job = sh._Shuffle([], out_path, spec)
+    job.plan = plan                    # the driver's plan: it decides when a bucket is re-scattered
+    node = sh._Node((b,), None, n_bytes, n_lines)
+    try:
+        with tio.AtomicOutputs(fsync=False) as outs:
+            sink = sh._Sink(out_path, n_lines, spec, plan.gather, outs)
+            if node.cost <= plan.max_cost:
+                buf = np.empty(max(1, n_bytes), np.uint8)
+                at = 0
+                for path, size, _ in pieces:
+                    if size:
+                        sh._read_file(path, size, buf[at:])
+                        at += size
+                starts = sh._shuffle_leaf(buf, node, seed)
+                fault_point("shuffle-bucket")
+                sink.write_leaf(buf, n_bytes, starts, n_lines, None)
+                del buf, starts
+            else:
+                joined = os.path.join(job._make_tempdir(), f"b{b}")
+                with open(joined, "xb") as f:
+                    for path, size, _ in pieces:
+                        if size:
+                            with open(path, "rb") as src:
+                                shutil.copyfileobj(src, f, COPY_CHUNK)
+                job._shuffle_nodes([dataclasses.replace(node, file=joined)], sink, None)
+    finally:
+        if job.tempdir is not None:
+            shutil.rmtree(job.tempdir, ignore_errors=True)
+    return {"file": out_path, "bytes": n_bytes, "lines": n_lines, "rescattered": job.rescattered}
+
+
+def shuffle_whole(task) -> dict:
+    """Task: the whole shuffle in one process (the input fits the budget)."""
+    inputs, output, spec_dict = task
+    r = sh.shuffle(inputs, output, spec=ShuffleSpec(**spec_dict))
+    return dataclasses.asdict(r)
+
+
+# ------------------------------------------------------------------------------ the job
+
+def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.ShuffleResult":
+    """:func:`tokenmill.shuffle` with ``spec.engine``: the same output, made by tasks."""
+    from ..engine import WorkFolder, make_engine
+
+    t0 = time.monotonic()
+    if "-" in inputs:
+        raise TokenmillError(f"shuffle: --engine {spec.engine} reads the inputs from files every node "
+                             "can see; standard input (-) is not one")
+    if output == "-":
+        raise TokenmillError(f"shuffle: --engine {spec.engine} writes to a file, not to standard output")
+    inputs = [os.path.abspath(p) for p in inputs]
+    output = os.path.abspath(output)
+    job = sh._Shuffle(inputs, output, spec)     # checks the paths
+    k, _ = job.root_plan()
+    plan = job.plan
+    engine = make_engine(spec.engine, spec.ray_address, spec.workers)
+    progress = spec.progress
+    try:
+        if k == 1:
+            local = dataclasses.replace(spec, engine="local", ray_address=None, progress=False)
+            r = engine.map(shuffle_whole, [(inputs, output, local.to_dict())], label="shuffle",
+                           progress=progress)[0]
+            return sh.ShuffleResult(**{**r, "seconds": time.monotonic() - t0})
+        with WorkFolder(job.tmp_root, "shuffle-job") as work:
+            shards = plan_shards(inputs, None, engine.parallel_tasks)
+            sizes = [s.size for s in shards]
+            counted = engine.map(count_lines, [(s, plan, spec.memory) for s in shards],
+                                 label="shuffle (count lines)", progress=progress, sizes=sizes)
+            firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()
+            key = ref.derive_key(job.seed, ref.SCATTER, ())
+            scattered = engine.map(
+                scatter_shard, [(s, firsts[i], key, k, plan, spec.memory, work.path) for i, s in enumerate(shards)],
+                label="shuffle (scatter)", progress=progress, sizes=sizes)
+            buckets = [[(m["files"][b], m["bytes"][b], m["lines"][b]) for m in scattered] for b in range(k)]
+            done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path)
+                                               for b in range(k)],
+                              label="shuffle (buckets)", progress=progress,
+                              sizes=[sum(p[1] for p in pieces) for pieces in buckets])
+            for m in scattered:
+                shutil.rmtree(m["folder"], ignore_errors=True)
+            total_lines = sum(d["lines"] for d in done)
+            total_bytes = sum(d["bytes"] for d in done)
+            names = _write_outputs(output, [d["file"] for d in done], total_lines, spec, plan, job)
+    finally:
+        engine.close()
+    return sh.ShuffleResult(
+        lines=total_lines, bytes=total_bytes, outputs=names, seconds=time.monotonic() - t0, root_buckets=k,
+        rescattered=sum(d["rescattered"] for d in done), in_memory=False, max_bucket_cost=plan.max_cost,
+        target_bucket_cost=plan.target, seed=job.seed)
+
+
+def _write_outputs(output: str, pieces: list[str], total_lines: int, spec: ShuffleSpec, plan, job) -> list:
+    """The shuffled buckets, in order, into the output or its shards (cut by line counts as a
+    local run cuts them), committed together."""
+    level = plan.xz_preset if tio.compression_of(output) == "xz" else None
+    with tio.AtomicOutputs(fsync=sh.FSYNC) as outs, job._bar("write", None) as bar:
+        sink = sh._Sink(output, total_lines, spec, plan.gather, outs, level)
+        shard, written = 0, 0
+        for piece in pieces:
+            with open(piece, "rb", buffering=0) as f:
+                while True:
+                    chunk = f.read(COPY_CHUNK)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while len(view):
+                        while written >= sink.bounds[shard]:
+                            shard += 1
+                        room = sink.bounds[shard] - written
+                        ends = np.flatnonzero(np.frombuffer(view, np.uint8) == 10)
+                        if len(ends) > room:           # the shard ends inside this chunk
+                            cut = int(ends[room - 1]) + 1
+                            lines = room
+                        else:
+                            cut, lines = len(view), len(ends)
+                        sh._write_file(sink.files[shard], view[:cut], sink.names[shard])
+                        written += lines
+                        bar.update(cut, lines)
+                        view = view[cut:]
+            os.unlink(piece)
+        return sink.names
