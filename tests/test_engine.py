@@ -242,3 +242,48 @@ def test_shuffle_on_the_ray_engine_refuses_stdin_and_stdout(tmp_path):
         shuffle(["-"], tmp_path / "o.txt", engine="ray")
     with pytest.raises(TokenmillError, match="standard output"):
         shuffle([str(p)], "-", engine="ray")
+
+
+# ------------------------------------------------------------------------ encode-corpus
+
+def _folder_bytes(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("options", [
+    {"shard_tokens": 5000, "eos": True},
+    {"shard_tokens": 3000, "alpha": 0.5, "seed": 7, "bos": True},
+])
+def test_encode_corpus_on_two_ray_nodes_equals_the_local_folder(tmp_path, ray_cluster, small_shards,
+                                                                small_tok, options):
+    from tokenmill import encode_corpus
+
+    address, fault_dir = ray_cluster
+    inputs = _shuffle_inputs(tmp_path)
+    local = encode_corpus(inputs, small_tok, tmp_path / "local", progress=False, **options)
+    armed = fault_dir / "encode-split"
+    armed.write_bytes(b"")
+    on_ray = encode_corpus(inputs, small_tok, tmp_path / "ray", progress=False, engine="ray",
+                           ray_address=address, **options)
+    assert not armed.exists()          # a task died midway, and was run again
+    assert (on_ray.documents, on_ray.tokens, on_ray.shards) == (local.documents, local.tokens, local.shards)
+    assert local.shards > 3
+    assert _folder_bytes(tmp_path / "ray") == _folder_bytes(tmp_path / "local")
+
+
+def test_encode_corpus_on_the_local_engine_tasks_equals_the_local_folder(tmp_path, small_shards, small_tok,
+                                                                        monkeypatch):
+    """The task functions, run in this process, make the same folder (no Ray needed)."""
+    from tokenmill import encode_corpus
+    from tokenmill.corpus import encode_job, shards
+    from tokenmill.engine import LocalEngine
+
+    inputs = _shuffle_inputs(tmp_path)
+    spec = shards.EncodeCorpusSpec(shard_tokens=4000, eos=True, progress=False)
+    encode_corpus(inputs, small_tok, tmp_path / "local", spec=spec)
+    job = shards._open_folder(inputs, small_tok, tmp_path / "tasks", spec)
+    import tokenmill.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
+    encode_job.encode_on_engine(job, spec, 0.0)
+    assert _folder_bytes(tmp_path / "tasks") == _folder_bytes(tmp_path / "local")

@@ -21,6 +21,11 @@ and the result is byte for byte that of an uninterrupted run. A rerun with anoth
 other inputs or other options is refused. --workers never changes the output; with --alpha,
 document i (counted from 0 over all inputs) is sampled with seed SEED + i.
 
+--engine ray encodes the parts of the inputs as tasks on a Ray cluster (pip install
+"tokenmill[ray]"), cuts the documents into shards where a local run would and writes each
+shard in a task of its own: the same folder byte for byte. It does not continue a partial
+folder (it writes every shard again); inputs and OUT must be visible to every node.
+
 examples:
   tokenmill encode-corpus data/*.txt.gz -m model.json -o shards/ --eos
   tokenmill encode-corpus dump.jsonl --field text -m model.json -o shards/ --alpha 0.1 --seed 1

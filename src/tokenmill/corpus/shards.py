@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import TokenmillError
 from ..progress import Progress, format_count
-from ..spec import Spec, option
+from ..spec import Spec, check_engine, engine_option, option, ray_address_option
 from ..errors import InputError
 from .io import (AtomicOutputs, atomic_output, clean_litter, compression_of, expand_inputs,
                  input_size, iter_documents, open_input, write_all)
@@ -76,9 +76,12 @@ class EncodeCorpusSpec(Spec):
     shard_tokens: int = option(1 << 28, "a shard closes after the document that brings it to N tokens",
                                metavar="N")
     workers: int = option(0, "encoding threads (0 = all cores); never changes the output", metavar="W")
+    engine: str = engine_option()
+    ray_address: str | None = ray_address_option()
     progress: bool = option(True, "progress bar (tokens/s) on stderr when it is a terminal, and a summary")
 
     def validate(self):
+        check_engine("encode-corpus", self)
         if self.alpha is not None and not (self.alpha >= 0 and self.alpha != float("inf")):
             raise TokenmillError(f"encode-corpus: --alpha must be a finite number >= 0 (got {self.alpha})")
         if self.shard_tokens < 1:
@@ -89,7 +92,8 @@ class EncodeCorpusSpec(Spec):
     def identity(self) -> dict:
         """The options that determine the output (``workers`` and ``progress`` do not)."""
         d = self.to_dict()
-        del d["workers"], d["progress"]
+        for name in ("workers", "progress", "engine", "ray_address"):
+            del d[name]
         return d
 
 
@@ -321,26 +325,50 @@ class _ShardWriter:
             self.outs = None
 
 
-def encode_corpus(inputs, model, output, spec: EncodeCorpusSpec | None = None, **options) -> EncodeCorpusResult:
-    """Encode every document of ``inputs`` with ``model`` into token shards in folder ``output``.
+def with_specials(enc, bos: int | None, eos: int | None, np_dtype):
+    """``(ids, ends)`` of an encoded batch in the shard dtype, with ``bos`` / ``eos`` (ids or
+    None) around every document; ``ends[k]``: where document k ends in ``ids``."""
+    ids = np.frombuffer(enc.ids_bytes(), dtype=np.uint32)
+    offsets = np.array(enc.offsets_list(), dtype=np.int64)
+    extra = (bos is not None) + (eos is not None)
+    if not extra:
+        out = ids.astype(np_dtype, copy=False) if np_dtype != ids.dtype else ids
+        return out, offsets[1:]
+    n = len(offsets) - 1
+    shift = np.arange(n + 1, dtype=np.int64) * extra
+    out = np.empty(len(ids) + n * extra, dtype=np_dtype)
+    lengths = np.diff(offsets)
+    doc_of_token = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    out[np.arange(len(ids), dtype=np.int64) + (doc_of_token * extra + (bos is not None))] = ids
+    starts = offsets[:-1] + shift[:-1]
+    if bos is not None:
+        out[starts] = bos
+    if eos is not None:
+        out[offsets[1:] + shift[1:] - 1] = eos
+    return out, offsets[1:] + shift[1:]
 
-    ``inputs``: files, globs or folders (plain, .gz, .xz, .zst); ``model``: a :class:`Tokenizer`
-    or a model path; options: the fields of :class:`EncodeCorpusSpec` (``field``, ``bos``,
-    ``eos``, ``alpha``, ``seed``, ``shard_tokens``, ``workers``, ``progress``).
 
-    Example::
+@dataclass
+class _Folder:
+    """An output folder opened for encoding: the model, the inputs and the manifest so far."""
 
-        encode_corpus(["zh.txt.gz"], "model.json", "shards/", eos=True, workers=2)
-        TokenShards("shards/").num_tokens
-    """
+    tok: object
+    paths: list
+    output: str
+    manifest: dict
+    manifest_path: str
+    bos: int | None
+    eos: int | None
+    np_dtype: np.dtype
+
+
+def _open_folder(inputs, model, output, spec: EncodeCorpusSpec) -> _Folder:
+    """Load the model, expand the inputs and read the folder's manifest: the completed shards
+    that a run with the same model, inputs and options continues from (an error if it was made
+    with anything else)."""
     from ..commands._common import load_model
-    from ..tokenizer import Tokenizer, _seed_state
+    from ..tokenizer import Tokenizer
 
-    if spec is None:
-        spec = EncodeCorpusSpec(**options)
-    elif options:
-        spec = dataclasses.replace(spec, **options)
-    started = time.monotonic()
     tok = model if isinstance(model, Tokenizer) else load_model(model)
     paths = expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
     output = os.fspath(output)
@@ -390,6 +418,35 @@ def encode_corpus(inputs, model, output, spec: EncodeCorpusSpec | None = None, *
     else:
         manifest["documents"] = sum(s["documents"] for s in manifest["shards"])
         manifest["tokens"] = sum(s["tokens"] for s in manifest["shards"])
+    return _Folder(tok, paths, output, manifest, manifest_path, bos, eos, np_dtype)
+
+
+def encode_corpus(inputs, model, output, spec: EncodeCorpusSpec | None = None, **options) -> EncodeCorpusResult:
+    """Encode every document of ``inputs`` with ``model`` into token shards in folder ``output``.
+
+    ``inputs``: files, globs or folders (plain, .gz, .xz, .zst); ``model``: a :class:`Tokenizer`
+    or a model path; options: the fields of :class:`EncodeCorpusSpec` (``field``, ``bos``,
+    ``eos``, ``alpha``, ``seed``, ``shard_tokens``, ``workers``, ``progress``).
+
+    Example::
+
+        encode_corpus(["zh.txt.gz"], "model.json", "shards/", eos=True, workers=2)
+        TokenShards("shards/").num_tokens
+    """
+    from ..tokenizer import _seed_state
+
+    if spec is None:
+        spec = EncodeCorpusSpec(**options)
+    elif options:
+        spec = dataclasses.replace(spec, **options)
+    started = time.monotonic()
+    job = _open_folder(inputs, model, output, spec)
+    if spec.engine != "local":
+        from .encode_job import encode_on_engine
+
+        return encode_on_engine(job, spec, started)
+    tok, paths, output, manifest = job.tok, job.paths, job.output, job.manifest
+    bos, eos, np_dtype, manifest_path = job.bos, job.eos, job.np_dtype, job.manifest_path
     if manifest.get("complete"):
         return EncodeCorpusResult(output, manifest["documents"], manifest["tokens"], len(manifest["shards"]),
                                   0, manifest["documents"], time.monotonic() - started)
@@ -402,7 +459,6 @@ def encode_corpus(inputs, model, output, spec: EncodeCorpusSpec | None = None, *
     alpha = -1.0 if spec.alpha is None else float(spec.alpha)
     seg = tok._seg
     normalize = tok._normal_form is not None
-    extra = (bos is not None) + (eos is not None)
     known = [input_size(p) for p in paths]
     total = None if (spec.field or any(s is None for s in known) or any(compression_of(p) for p in paths)) \
         else sum(known)
@@ -421,25 +477,7 @@ def encode_corpus(inputs, model, output, spec: EncodeCorpusSpec | None = None, *
 
     def finish(job):
         future, n_bytes = job
-        enc = future.result()
-        ids = np.frombuffer(enc.ids_bytes(), dtype=np.uint32)
-        offsets = np.array(enc.offsets_list(), dtype=np.int64)
-        if extra:
-            n = len(offsets) - 1
-            shift = np.arange(n + 1, dtype=np.int64) * extra
-            out = np.empty(len(ids) + n * extra, dtype=np_dtype)
-            lengths = np.diff(offsets)
-            doc_of_token = np.repeat(np.arange(n, dtype=np.int64), lengths)
-            out[np.arange(len(ids), dtype=np.int64) + (doc_of_token * extra + (bos is not None))] = ids
-            starts = offsets[:-1] + shift[:-1]
-            if bos is not None:
-                out[starts] = bos
-            if eos is not None:
-                out[offsets[1:] + shift[1:] - 1] = eos
-            ends = offsets[1:] + shift[1:]
-        else:
-            out = ids.astype(np_dtype, copy=False) if np_dtype != ids.dtype else ids
-            ends = offsets[1:]
+        out, ends = with_specials(future.result(), bos, eos, np_dtype)
         writer.add(out, ends)
         bar.update(n_bytes, len(out))
         return len(out)

@@ -1,0 +1,208 @@
+"""``tokenmill encode-corpus`` as tasks on an engine (``--engine ray``; see :mod:`tokenmill.engine`).
+
+1. *Count* (only with ``--alpha``, whose seeds follow the document numbers): the documents of
+   each input part (:mod:`tokenmill.corpus.splits`), so that each part knows the number of its
+   first document.
+2. *Encode*, one task per part: its documents' tokens (with ``--bos`` / ``--eos``) to a file of
+   the work folder, and the length of each document to another.
+3. The driver reads the lengths, part after part, and cuts the documents into shards exactly
+   where a local run does (a shard closes after the document that brings it to
+   ``--shard-tokens``).
+4. *Write*, one task per shard: copies its documents' tokens out of the parts' files into
+   ``shard-NNNNN.bin`` / ``.idx`` (under temporary names, renamed when complete); then the
+   driver writes the manifest, which lists the shards, as the last step.
+
+The folder is the local run's byte for byte. A run on an engine always encodes everything: it
+does not continue a partial folder (it rewrites the same shards), but it still refuses a folder
+made with another model, other inputs or other options.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..errors import TokenmillError
+from . import io as tio
+from .splits import plan_shards
+
+COPY_TOKENS = 1 << 22          # tokens copied at a time when a shard is written
+
+
+def _documents(split, field):
+    """Batches (lists) of the documents of one input part, as a local run reads them."""
+    from ..count_job import ShardSource
+    from .shards import _BATCH_BYTES, _batches
+    from .io import iter_documents
+
+    if field is not None:
+        yield from _batches(iter_documents([split.path], field), _BATCH_BYTES)
+        return
+    for buf, _ in ShardSource(split).batches(_BATCH_BYTES):
+        yield buf.split(b"\n")
+
+
+def count_documents(task) -> int:
+    """Task: the number of documents of one input part."""
+    split, field = task
+    return sum(len(batch) for batch in _documents(split, field))
+
+
+def encode_split(task) -> dict:
+    """Task: encode one input part (documents numbered from ``first``) into a token file and a
+    file of document lengths in the work folder. Returns ``{"tokens", "lengths", "documents",
+    "n_tokens", "bytes"}``."""
+    from .. import model_file
+    from ..engine import fault_point
+    from ..tokenizer import Tokenizer, _seed_state
+    from .shards import with_specials
+
+    split, first, model_text, field, alpha, seed, bos, eos, dtype, work = task
+    tok = Tokenizer(model_file.loads(model_text))
+    np_dtype = np.dtype(dtype)
+    seg = tok._seg
+    normalize = tok._normal_form is not None
+    tokens_path = os.path.join(work, tio.temp_name("tokens"))
+    lengths_path = os.path.join(work, tio.temp_name("lengths"))
+    index, n_tokens, n_bytes = first, 0, 0
+    try:
+        with open(tokens_path, "xb") as ft, open(lengths_path, "xb") as fl:
+            for batch in _documents(split, field):
+                if normalize:
+                    batch = [tok._to_bytes(d) for d in batch]
+                seeds = [_seed_state(seed + index + k) for k in range(len(batch))] if alpha >= 0 else None
+                out, ends = with_specials(seg.encode_many(batch, alpha, seeds), bos, eos, np_dtype)
+                ft.write(out.tobytes())
+                fl.write(np.diff(ends, prepend=0).astype("<i8").tobytes())
+                index += len(batch)
+                n_tokens += len(out)
+                n_bytes += sum(map(len, batch)) + len(batch)
+                fault_point("encode-split")     # tests: a task killed with its files half written
+    except BaseException:
+        for p in (tokens_path, lengths_path):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        raise
+    return {"tokens": tokens_path, "lengths": lengths_path, "documents": index - first,
+            "n_tokens": n_tokens, "bytes": n_bytes}
+
+
+def write_shard(task) -> dict:
+    """Task: write shard ``name`` of the output folder: ``pieces`` are ``(tokens file, lengths
+    file, first document, end document, first token)`` of the parts it takes documents from."""
+    from .shards import AtomicOutputs, write_all
+
+    name, pieces, dtype, folder = task
+    np_dtype = np.dtype(dtype)
+    documents = tokens = 0
+    with AtomicOutputs() as outs:
+        fbin = outs.open(os.path.join(folder, name + ".bin"))
+        fidx = outs.open(os.path.join(folder, name + ".idx"))
+        write_all(fidx, np.zeros(1, "<u8").tobytes())
+        for tokens_path, lengths_path, d0, d1, t0 in pieces:
+            lengths = np.fromfile(lengths_path, dtype="<i8", count=d1 - d0, offset=8 * d0)
+            n = int(lengths.sum())
+            write_all(fidx, (np.cumsum(lengths) + tokens).astype("<u8").tobytes())
+            with open(tokens_path, "rb") as f:
+                f.seek(t0 * np_dtype.itemsize)
+                left = n
+                while left:
+                    step = min(left, COPY_TOKENS)
+                    data = f.read(step * np_dtype.itemsize)
+                    if len(data) != step * np_dtype.itemsize:
+                        raise OSError(f"{tokens_path}: shorter than its tasks wrote")
+                    write_all(fbin, data)
+                    left -= step
+            documents += d1 - d0
+            tokens += n
+    return {"name": name, "documents": documents, "tokens": tokens}
+
+
+# ------------------------------------------------------------------------------ the job
+
+def plan_output_shards(parts: list[dict], shard_tokens: int) -> list[list]:
+    """Cut the documents of the encoded parts (in order) into shards as a local run does: a
+    shard closes after the document that brings it to ``shard_tokens``. Returns, per shard,
+    its pieces ``(tokens file, lengths file, first document, end document, first token)``;
+    reads one part's lengths at a time."""
+    shards, current, filled = [], [], 0
+    for part in parts:
+        if not part["documents"]:
+            continue
+        lengths = np.fromfile(part["lengths"], dtype="<i8")
+        ends = np.cumsum(lengths)
+        d, t = 0, 0                  # next document of the part, its first token
+        n = len(lengths)
+        while d < n:
+            room = shard_tokens - filled
+            # the first document from d whose end brings the shard to the limit closes it
+            k = int(np.searchsorted(ends[d:], t + room, side="left")) + d
+            last = min(k, n - 1)
+            stop = int(ends[last])
+            current.append((part["tokens"], part["lengths"], d, last + 1, t))
+            filled += stop - t
+            d, t = last + 1, stop
+            if filled >= shard_tokens:
+                shards.append(current)
+                current, filled = [], 0
+    if current:
+        shards.append(current)
+    return shards
+
+
+def encode_on_engine(job, spec, started: float):
+    """:func:`tokenmill.encode_corpus` with ``spec.engine``: the same folder, made by tasks."""
+    from ..engine import WorkFolder, make_engine
+    from .shards import EncodeCorpusResult, _remove_unlisted, _write_manifest
+
+    manifest, output = job.manifest, job.output
+    if "-" in job.paths:
+        raise TokenmillError(f"encode-corpus: --engine {spec.engine} reads the inputs from files every "
+                             "node can see; standard input (-) is not one")
+    if manifest.get("complete"):
+        return EncodeCorpusResult(output, manifest["documents"], manifest["tokens"], len(manifest["shards"]),
+                                  0, manifest["documents"], time.monotonic() - started)
+    manifest.update(complete=False, documents=0, tokens=0, shards=[])
+    _write_manifest(output, manifest)      # claims the folder before any shard is written
+    paths = [os.path.abspath(p) for p in job.paths]
+    dtype = np.dtype(job.np_dtype).str
+    alpha = -1.0 if spec.alpha is None else float(spec.alpha)
+    engine = make_engine(spec.engine, spec.ray_address, spec.workers)
+    progress = spec.progress
+    try:
+        with WorkFolder(os.path.abspath(output), "encode-job") as work:
+            splits = plan_shards(paths, spec.field, engine.parallel_tasks)
+            sizes = [s.size for s in splits]
+            firsts = [0] * len(splits)
+            if alpha >= 0:
+                counts = engine.map(count_documents, [(s, spec.field) for s in splits],
+                                    label="encode-corpus (count documents)", progress=progress, sizes=sizes)
+                firsts = np.concatenate([[0], np.cumsum(counts)]).tolist()[:-1]
+            model_text = job.tok.to_json()
+            parts = engine.map(encode_split, [(s, firsts[i], model_text, spec.field, alpha, spec.seed,
+                                               job.bos, job.eos, dtype, work.path)
+                                              for i, s in enumerate(splits)],
+                               label="encode-corpus (encode)", progress=progress, sizes=sizes)
+            plan = plan_output_shards(parts, spec.shard_tokens)
+            names = [f"shard-{k:05d}" for k in range(len(plan))]
+            written = engine.map(write_shard, [(names[k], plan[k], dtype, os.path.abspath(output))
+                                               for k in range(len(plan))],
+                                 label="encode-corpus (write shards)", progress=progress)
+    finally:
+        engine.close()
+    first = 0
+    for w in written:
+        manifest["shards"].append({"name": w["name"], "first_document": first,
+                                   "documents": w["documents"], "tokens": w["tokens"]})
+        first += w["documents"]
+    manifest["documents"] = first
+    manifest["tokens"] = sum(w["tokens"] for w in written)
+    manifest["complete"] = True
+    _write_manifest(output, manifest)
+    _remove_unlisted(output, manifest)
+    return EncodeCorpusResult(output, manifest["documents"], manifest["tokens"], len(manifest["shards"]),
+                              sum(p["bytes"] for p in parts), 0, time.monotonic() - started,
+                              manifest["tokens"])
