@@ -94,9 +94,7 @@ def test_a_reduce_that_does_not_fit_makes_more_passes(tmp_path, small_shards):
     rng = random.Random(5)
     p = tmp_path / "in.txt"
     p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(30)) for _ in range(5000)))
-    from tokenmill.spec import CountSpec
-
-    spec = CountSpec(unit="char", order=4, progress=False).to_dict()
+    spec = count_job.Units("char", 4)
     work = str(tmp_path)
     maps = [count_job.count_shard((sh, spec, work, 1, "256M", 1))
             for sh in plan_shards([str(p)], None, 4, min_bytes=1 << 12)]
@@ -287,3 +285,24 @@ def test_encode_corpus_on_the_local_engine_tasks_equals_the_local_folder(tmp_pat
     monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
     encode_job.encode_on_engine(job, spec, 0.0)
     assert _folder_bytes(tmp_path / "tasks") == _folder_bytes(tmp_path / "local")
+
+
+# ------------------------------------------------------------------------------ discover
+
+def test_discover_on_two_ray_nodes_equals_the_local_discovery(tmp_path, ray_cluster, small_shards, sample_lines):
+    from tokenmill import discover_words
+
+    address, fault_dir = ray_cluster
+    p = tmp_path / "sample.txt"
+    p.write_bytes(b"\n".join(sample_lines) + b"\n")
+    local = tmp_path / "local.tsv"
+    on_ray = tmp_path / "ray.tsv"
+    a = discover_words([str(p)], local, min_count=4, progress=False)
+    armed = fault_dir / "count-map"
+    armed.write_bytes(b"")
+    b = discover_words([str(p)], on_ray, min_count=4, progress=False, engine="ray", ray_address=address)
+    assert not armed.exists()
+    assert a.written > 100
+    assert on_ray.read_bytes() == local.read_bytes()
+    assert (b.candidates, b.pieces, b.characters, b.lines) == (a.candidates, a.pieces, a.characters, a.lines)
+    assert sorted(os.listdir(tmp_path)) == ["local.tsv", "ray.tsv", "sample.txt"]

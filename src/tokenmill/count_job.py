@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import struct
 import time
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import _spans
@@ -113,18 +115,55 @@ def read_entries(path: str):
 
 # ------------------------------------------------------------------------------- tasks
 
+@dataclass(frozen=True)
+class Units:
+    """What a map task counts: the n-grams of 1..``order`` units of ``kind``, read from the
+    documents (lines, or the JSON ``field``). Kinds: ``char``, ``byte``, ``word`` (with
+    ``split`` / ``jieba``), as ``tokenmill count`` has them; ``alnum`` (characters in runs of
+    letters and digits) and ``cut`` (the pieces of that text cut between characters that no
+    n-gram of the file ``kept`` joins; ``order``: the longest n-gram of the file) for the
+    new-word discovery, whose pieces are counted as single units."""
+
+    kind: str
+    order: int
+    field: str | None = None
+    split: str | None = None
+    jieba: bool = False
+    kept: str | None = None
+
+
+def make_units(what: Units):
+    """The unit function (see :func:`tokenmill.counting.unit_function`) that ``what`` describes."""
+    from .counting import SHARDS, unit_function
+
+    if what.kind in ("char", "byte", "word"):
+        return unit_function(what.kind, what.split, what.jieba)[0]
+    if what.kind == "alnum":
+        from .discovery import _alnum_chars
+
+        return _alnum_chars
+    if what.kind == "cut":
+        from .discovery import piece_cutter
+
+        kept = _spans.SpanCounter(SHARDS)
+        for blob, offs, counts in read_entries(what.kept):
+            kept.add_counts(blob, offs, counts)
+        return piece_cutter(kept, what.order)
+    raise ValueError(f"unknown units {what.kind!r}")
+
+
 def count_shard(task) -> dict:
     """Map task: count one shard; write its counts, split into partitions, to fresh files in
     the work folder. Returns ``{"files": [path or None per partition], "entries": [how many
     per partition], "lines", "bytes", "units", "passes"}``."""
-    from .counting import PassCounter, unit_function
+    from .counting import PassCounter
     from .corpus.io import temp_name
     from .engine import fault_point
 
-    shard, spec_dict, folder, nparts, budget, threads = task
-    spec = CountSpec.from_dict(spec_dict)
-    units, _ = unit_function(spec.unit, spec.split, spec.jieba)
-    counter = PassCounter(ShardSource(shard, spec.field), units, spec.order, memory=budget,
+    shard, what, folder, nparts, budget, threads = task
+    units = make_units(what)
+    order = 1 if what.kind == "cut" else what.order       # a cut piece is one unit
+    counter = PassCounter(ShardSource(shard, what.field), units, order, memory=budget,
                           workers=threads, progress=False, label="count", tmp_dir=folder)
     files = [None] * nparts
     entries = [0] * nparts
@@ -227,29 +266,38 @@ def _remove(path):
 # ------------------------------------------------------------------------------ the job
 
 def run_count(engine, paths: list[str], spec: CountSpec, folder: str, progress: bool):
-    """Count on ``engine``; return ``(runs, stats)``: the sorted partitions as
-    :class:`tokenmill.counting.SpilledRun` (or in-memory :class:`~tokenmill.counting.Run`)
-    objects, ready for :func:`tokenmill.counting.write_tsv`, and the figures of the job."""
+    """``tokenmill count`` on ``engine``: see :func:`run_counting`."""
+    what = Units(spec.unit, spec.order, spec.field, spec.split, spec.jieba)
+    return run_counting(engine, paths, what, spec.memory, spec.min_count, spec.top, folder, progress)
+
+
+def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, top: int | None,
+                 folder: str, progress: bool, label: str = "count"):
+    """Count ``what`` on ``engine``; return ``(runs, stats)``: the sorted partitions (entries
+    with count >= ``min_count``, ``top`` at most) as :class:`tokenmill.counting.SpilledRun` (or
+    one in-memory :class:`~tokenmill.counting.Run`) objects, ready for
+    :func:`tokenmill.counting.merged`, and the figures of the job. Every task stays within
+    ``memory``; the files the tasks exchange go to ``folder``."""
     from .counting import SpilledRun
 
     t0 = time.monotonic()
     tasks = engine.parallel_tasks
-    budget = task_budget = parse_size(spec.memory)     # each task stays within --memory
-    shards = plan_shards(paths, spec.field, tasks)
+    budget = task_budget = parse_size(memory)     # each task stays within --memory
+    shards = plan_shards(paths, what.field, tasks)
     nparts = max(1, PARTITIONS_PER_TASK * tasks)
-    maps = engine.map(count_shard, [(sh, spec.to_dict(), folder, nparts, task_budget, engine.task_threads)
+    maps = engine.map(count_shard, [(sh, what, folder, nparts, task_budget, engine.task_threads)
                                     for sh in shards],
-                      label="count (map)", progress=progress, sizes=[sh.size for sh in shards])
+                      label=f"{label} (map)", progress=progress, sizes=[sh.size for sh in shards])
     stats = {"lines": sum(m["lines"] for m in maps), "bytes": sum(m["bytes"] for m in maps),
-             "shards": len(shards), "partitions": nparts,
+             "units": sum(m["units"] for m in maps), "shards": len(shards), "partitions": nparts,
              "passes": max([m["passes"] for m in maps], default=1)}
     stats["map_seconds"] = time.monotonic() - t0
     jobs = [([m["files"][r] for m in maps if m["files"][r] is not None],
-             sum(m["entries"][r] for m in maps), folder, task_budget, spec.min_count, spec.top)
+             sum(m["entries"][r] for m in maps), folder, task_budget, min_count, top)
             for r in range(nparts)]
     jobs = [j for j in jobs if j[0]]
     t1 = time.monotonic()
-    reduced = engine.map(reduce_partition, jobs, label="count (reduce)", progress=progress)
+    reduced = engine.map(reduce_partition, jobs, label=f"{label} (reduce)", progress=progress)
     stats["reduce_seconds"] = time.monotonic() - t1
     for m in maps:
         for p in m["files"]:

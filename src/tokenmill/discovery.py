@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _spans
 from .counting import SHARDS, PassCounter, TextSource, _tmp_dir, merged, remove_runs
-from .errors import InputError
+from .errors import InputError, TokenmillError
 from .spec import DiscoverSpec
 
 
@@ -88,14 +88,12 @@ def discover_words(inputs, output=None, spec: DiscoverSpec | None = None, **opti
     order = spec.order
     t0 = time.monotonic()
     tmp_dir = _tmp_dir(output)
-    source = TextSource(inputs, spec.field)
+    counter = _Counter(inputs, spec, tmp_dir)
     runs, piece_runs = [], []
     try:
         # 1. n-gram counts
-        grams = PassCounter(source, _alnum_chars, order, memory=spec.memory, workers=spec.workers,
-                            progress=spec.progress, label="discover: count n-grams", tmp_dir=tmp_dir)
-        runs = grams.run(spec.min_count)
-        total = grams.stats.units
+        runs, st1 = counter.count(_alnum_chars, order, "discover: count n-grams", ("alnum", order))
+        total = st1["units"]
         counts = {s.decode("utf-8", "surrogateescape"): c for c, s in merged(runs)}
         remove_runs(runs)
 
@@ -108,22 +106,17 @@ def discover_words(inputs, output=None, spec: DiscoverSpec | None = None, **opti
             if coh is not None and coh >= spec.pmi_for(len(g)):
                 cohesion[g] = coh
         kept = _spans.SpanCounter(SHARDS)
+        enc = [g.encode("utf-8", "surrogateescape") for g in cohesion]
+        offs = np.zeros(len(enc) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in enc], out=offs[1:])
+        blob = b"".join(enc)
         if cohesion:
-            enc = [g.encode("utf-8", "surrogateescape") for g in cohesion]
-            offs = np.zeros(len(enc) + 1, dtype=np.int64)
-            np.cumsum([len(e) for e in enc], out=offs[1:])
-            kept.add_counts(b"".join(enc), offs, np.ones(len(enc), dtype=np.int64))
+            kept.add_counts(blob, offs, np.ones(len(enc), dtype=np.int64))
 
         # 3. cut and count the pieces
-        def cut_pieces(part, ws=None):
-            us, ue, se = _spans.char_units(part, True, ws)
-            ps, pe = _spans.cut_units(kept, part, us, ue, se, order)
-            return part, (ps, pe, np.array([len(ps)], dtype=np.int64))
-
-        pieces = PassCounter(source, cut_pieces, 1, memory=spec.memory, workers=spec.workers,
-                             progress=spec.progress, label="discover: count words", tmp_dir=tmp_dir)
-        piece_runs = pieces.run(spec.min_count)
-        npieces = pieces.stats.distinct
+        piece_runs, st2 = counter.count(piece_cutter(kept, order), 1, "discover: count words",
+                                        ("cut", order), kept=(blob, offs))
+        npieces = st2["distinct"]
 
         # 4. back-check
         rows = []
@@ -155,12 +148,80 @@ def discover_words(inputs, output=None, spec: DiscoverSpec | None = None, **opti
     finally:
         remove_runs(runs)
         remove_runs(piece_runs)
-        source.close()
+        counter.close()
     return DiscoverResult(output=None if output is None else os.fspath(output), written=len(rows),
                           candidates=len(cohesion), pieces=npieces, characters=total,
-                          lines=grams.stats.lines, bytes=grams.stats.bytes,
-                          passes=grams.stats.passes + pieces.stats.passes,
+                          lines=st1["lines"], bytes=st1["bytes"], passes=st1["passes"] + st2["passes"],
                           seconds=time.monotonic() - t0, words=rows if output is None else None)
+
+
+class _Counter:
+    """The two counting steps of the discovery, in this process or as tasks on an engine
+    (``spec.engine``, see :mod:`tokenmill.count_job`): the same counts either way."""
+
+    def __init__(self, inputs, spec: DiscoverSpec, tmp_dir: str):
+        self.spec = spec
+        self.tmp_dir = tmp_dir
+        self.engine = self.work = self.source = None
+        if spec.engine == "local":
+            self.source = TextSource(inputs, spec.field)
+            return
+        from .corpus.io import expand_inputs
+        from .engine import WorkFolder, make_engine
+
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        self.paths = [os.path.abspath(p) for p in expand_inputs(inputs)]
+        if any(os.path.basename(p) == "-" for p in self.paths):
+            raise TokenmillError(f"discover: --engine {spec.engine} reads the inputs from files every "
+                                 "node can see; standard input (-) is not one")
+        self.engine = make_engine(spec.engine, spec.ray_address, spec.workers)
+        self.work = WorkFolder(tmp_dir, "discover-job")
+
+    def count(self, units, order: int, label: str, task_units: tuple, kept=None):
+        """``(runs, stats)``: the entries with count >= min_count of the n-grams of 1..order
+        ``units`` (``task_units``: the same, described for a task; ``kept``: the ``(blob,
+        offs)`` of the n-grams that the ``cut`` units need)."""
+        spec = self.spec
+        if self.engine is None:
+            c = PassCounter(self.source, units, order, memory=spec.memory, workers=spec.workers,
+                            progress=spec.progress, label=label, tmp_dir=self.tmp_dir)
+            runs = c.run(spec.min_count)
+            st = c.stats
+            return runs, {"units": st.units, "lines": st.lines, "bytes": st.bytes, "passes": st.passes,
+                          "distinct": st.distinct}
+        from . import count_job
+
+        kind, n = task_units
+        path = None
+        if kept is not None:
+            blob, offs = kept
+            path = self.work.file("kept")
+            m = len(offs) - 1
+            count_job.write_entries(path, np.frombuffer(blob, dtype=np.uint8), offs,
+                                    np.ones(m, dtype=np.int64), np.arange(m, dtype=np.int64), 0, m)
+        what = count_job.Units(kind, n, spec.field, kept=path)
+        return count_job.run_counting(self.engine, self.paths, what, spec.memory, spec.min_count, None,
+                                      self.work.path, spec.progress, label=label)
+
+    def close(self):
+        if self.source is not None:
+            self.source.close()
+        if self.work is not None:
+            self.work.remove()
+        if self.engine is not None:
+            self.engine.close()
+
+
+def piece_cutter(kept, order: int):
+    """The unit function of step 3: the pieces of the alphanumeric runs, cut between
+    neighbouring characters that no n-gram of ``kept`` (a SpanCounter) covers together."""
+    def cut_pieces(part, ws=None):
+        us, ue, se = _spans.char_units(part, True, ws)
+        ps, pe = _spans.cut_units(kept, part, us, ue, se, order)
+        return part, (ps, pe, np.array([len(ps)], dtype=np.int64))
+
+    return cut_pieces
 
 
 def _ln_cohesion(g: str, c: int, counts: dict, total: int):

@@ -389,11 +389,15 @@ class DiscoverSpec(Spec):
     top: int | None = option(None, "write only the K best words", metavar="K")
     field: str | None = option(None, "inputs are JSON lines; use the text of this field", metavar="NAME")
     workers: int = option(0, "threads (0 = number of CPUs); never changes the output", metavar="N")
-    memory: str = option("2G", "memory budget: peak RSS stays within it (extra passes over the "
-                               "input when the counts do not fit)", metavar="SIZE")
+    memory: str = option("2G", "memory budget: peak RSS stays within it (with --engine ray: that of "
+                               "each task; extra passes over the input when the counts do not fit)",
+                         metavar="SIZE")
+    engine: str = engine_option()
+    ray_address: str | None = ray_address_option()
     progress: bool = option(True, "progress bar on stderr when it is a terminal, and a summary line")
 
     def validate(self):
+        check_engine("discover", self)
         _check_common("discover", self)
         if not self.min_pmi:
             raise TokenmillError("discover: --min-pmi needs at least one value")

@@ -25,6 +25,10 @@ dictionary-based segmenter; bench/discover.py scores such a lexicon on SIGHAN 20
 
 Counting is exact and memory-bounded as in `tokenmill count` (extra passes over the input if
 the counts do not fit in --memory); --workers never changes the output.
+
+--engine ray runs both counting steps as tasks on a Ray cluster, as `tokenmill count --engine
+ray` does (pip install "tokenmill[ray]"); this process keeps the cohesive n-grams and writes
+OUT: the same file as a local run. Inputs and OUT's folder must be visible to every node.
 """
 
 
