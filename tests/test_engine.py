@@ -306,3 +306,53 @@ def test_discover_on_two_ray_nodes_equals_the_local_discovery(tmp_path, ray_clus
     assert on_ray.read_bytes() == local.read_bytes()
     assert (b.candidates, b.pieces, b.characters, b.lines) == (a.candidates, a.pieces, a.characters, a.lines)
     assert sorted(os.listdir(tmp_path)) == ["local.tsv", "ray.tsv", "sample.txt"]
+
+
+# --------------------------------------------------------------------------------- train
+
+@pytest.fixture(scope="module")
+def train_inputs(tmp_path_factory, sample_lines):
+    import json
+
+    folder = tmp_path_factory.mktemp("train")
+    (folder / "a.txt").write_bytes(b"\n".join(sample_lines[: len(sample_lines) // 2]) + b"\n")
+    rest = sample_lines[len(sample_lines) // 2:]
+    for name, lines in (("b.jsonl", rest[: len(rest) // 2]), ("c.jsonl", rest[len(rest) // 2:])):
+        with open(folder / name, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(json.dumps({"text": line.decode("utf-8", "surrogateescape")}) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("options", [
+    {"vocab_size": [1000, 600]},
+    {"vocab_size": [800], "order": 9, "sample_bytes": "300K", "seed": 5, "normalizer": "nfc"},
+])
+def test_train_on_two_ray_nodes_equals_the_local_model(tmp_path, ray_cluster, small_shards, train_inputs, options):
+    from tokenmill import Trainer, TrainerSpec
+
+    address, fault_dir = ray_cluster
+    inputs = [str(train_inputs / "a.txt")]
+    local = Trainer(TrainerSpec(progress=False, **options)).train(inputs)
+    for where in ("train-count", "train-segment"):
+        (fault_dir / where).write_bytes(b"")
+    trainer = Trainer(TrainerSpec(progress=False, engine="ray", ray_address=address, tmp=str(tmp_path), **options))
+    on_ray = trainer.train(inputs)
+    assert not (fault_dir / "train-count").exists() and not (fault_dir / "train-segment").exists()
+    assert [t.to_json() for t in on_ray] == [t.to_json() for t in local]
+    assert "engine" not in on_ray[0].to_json() and "ray_address" not in on_ray[0].to_json()
+    assert os.listdir(tmp_path) == []
+
+
+def test_train_tasks_on_the_local_engine_equal_the_local_model(tmp_path, small_shards, train_inputs, monkeypatch):
+    """JSON lines (a task per file), with the task functions run in this process."""
+    from tokenmill import Trainer, TrainerSpec
+    import tokenmill.engine as engine_mod
+
+    inputs = [str(train_inputs / "b.jsonl"), str(train_inputs / "c.jsonl")]
+    spec = dict(vocab_size=[700], progress=False)
+    local = Trainer(TrainerSpec(**spec)).train(inputs, field="text")
+    monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
+    tasks = Trainer(TrainerSpec(engine="ray", tmp=str(tmp_path), **spec)).train(inputs, field="text")
+    assert tasks[0].to_json() == local[0].to_json()
+    assert os.listdir(tmp_path) == []

@@ -259,11 +259,16 @@ class TrainerSpec(Spec):
                                "the input rather than exceed it (sizes like 512M, 4G)", metavar="SIZE")
     workers: int = option(0, "threads (0 = all cores); never changes the model", metavar="N")
     tmp: str | None = option(None, "folder for the pieces written to disk when they outgrow their share "
-                                   "of --memory (default: the system's temporary folder)", metavar="DIR")
+                                   "of --memory (default: the system's temporary folder); with --engine "
+                                   "ray also for the files the tasks exchange (default there: the "
+                                   "output's folder)", metavar="DIR")
     seed: int = option(0, "random seed (only --sample-bytes draws random numbers)", metavar="N")
+    engine: str = engine_option()
+    ray_address: str | None = ray_address_option()
     progress: bool = option(True, "progress bars on stderr when it is a terminal, and a summary")
 
     def validate(self):
+        check_engine("train", self)
         sizes = self.vocab_size if isinstance(self.vocab_size, (list, tuple)) else [self.vocab_size]
         try:
             self.vocab_size = [int(v) for v in sizes]

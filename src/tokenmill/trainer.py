@@ -56,7 +56,7 @@ BATCH_BYTES = 1 << 20          # documents are processed in batches of about thi
 MAX_CHUNK = 32768              # longest chunk (bytes) the n-gram Viterbi sees; longer ones are cut
 _BASE_MEMORY = 48 << 20        # interpreter, numpy, batches in flight: not available to tables
 _LM_BYTES_PER_KEY = 52         # kept n-gram arrays (16) + LM table (16 / 0.6) + its log values while built (8)
-RUNTIME_OPTIONS = ("workers", "progress", "memory", "tmp")   # never change the model: not stored in it
+RUNTIME_OPTIONS = ("workers", "progress", "memory", "tmp", "engine", "ray_address")   # never change the model: not stored
 SHARDS = 64                    # n-gram table shards (fixed: the model never depends on threads)
 
 
@@ -84,6 +84,7 @@ class Corpus:
         self.normalizer = normalizer
         self.sample = 1.0
         self.seed = 0
+        self.first = 0          # the number of the first document (the sample is drawn by number)
         self._tmp = None
         self.docs = None
         self.paths = None
@@ -151,7 +152,7 @@ class Corpus:
             import unicodedata
         sample, seed = self.sample, self.seed
         threshold = int(sample * (1 << 64)) if sample < 1 else None
-        for i, doc in enumerate(self._raw_documents()):
+        for i, doc in enumerate(self._raw_documents(), self.first):
             if threshold is not None and _doc_hash(seed, i) >= threshold:
                 continue
             if form is not None:
@@ -270,6 +271,10 @@ class Trainer:
     def train(self, source, field: str | None = None) -> list:
         """Train on ``source``: paths/globs/folders/``-`` (str), or a list of ``bytes`` documents."""
         spec = self.spec
+        if spec.engine != "local":
+            from .train_job import train_on_engine
+
+            return train_on_engine(self, source, field)
         corpus = Corpus(source, field=field, normalizer=spec.normalizer)
         try:
             if spec.sample_bytes is not None:

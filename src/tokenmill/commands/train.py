@@ -41,6 +41,13 @@ a uniform random sample of the documents instead.
 
 Reproducible: the same inputs, options and --seed give the same models byte for byte, whatever
 --workers is.
+
+--engine ray runs the passes over the corpus as tasks on a Ray cluster (pip install
+"tokenmill[ray]"): each part of the inputs is counted, and later cut into pieces, by a task;
+the counts are added up by partition in further tasks. This process builds the n-gram model
+and prunes and refines the vocabularies, as a local run does: the same models byte for byte.
+The inputs and --tmp (default: OUT's folder), where the tasks exchange their files, must be
+visible to every node; --memory bounds each task.
 """
 
 
@@ -90,6 +97,11 @@ def run(args) -> int:
             from ..errors import TokenmillError
 
             raise TokenmillError(f"{p}: no such directory {folder}")
+    if spec.engine != "local" and spec.tmp is None:
+        import dataclasses
+
+        # the tasks exchange their files next to the output, not in this machine's /tmp
+        spec = dataclasses.replace(spec, tmp=os.path.dirname(os.path.abspath(paths[0])))
     trainer = Trainer(spec)
     models = trainer.train(args.inputs, field=args.field)
     with AtomicOutputs() as outs:

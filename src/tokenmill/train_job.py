@@ -1,0 +1,391 @@
+"""``tokenmill train`` with its passes over the corpus as tasks on an engine (``--engine ray``;
+see :mod:`tokenmill.engine`).
+
+The corpus is read only by tasks, one per input part (:mod:`tokenmill.corpus.splits`):
+
+1. *count* (map): the byte n-grams of the part, as packed keys and counts, split by a hash of
+   the key into partition files; (reduce) each partition's counts added up, those below
+   ``min_count`` dropped. With ``order`` > 7, a second count of the 8..order-grams whose 7-byte
+   windows were kept, the same way.
+2. The driver gathers the kept n-grams (what a local run keeps) and the frequent n-grams that
+   the refinement weighs, and writes them to one file that the next tasks read.
+3. *segment* (map): each task builds the n-gram model from that file and cuts its part into
+   pieces, counted and split into partition files by a hash of the piece; (reduce) each
+   partition's counts added up.
+4. The driver prunes and refines from the pieces, exactly as a local run (those phases read the
+   pieces, not the corpus).
+
+With ``--sample-bytes``, the documents of each part are first counted (the sample is drawn by a
+hash of the seed and the document's number). The models equal a local run's byte for byte, as
+long as the kept n-grams fit in ``--memory`` on both (otherwise a local run raises the LM's
+min_count in steps between passes, and the engine once at the end: ``lm_min_count`` in the
+summary says when that happened).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+import numpy as np
+
+from . import _ngram, _spans
+from .corpus.splits import plan_shards
+from .errors import TokenmillError
+from .spec import TrainerSpec, parse_size
+
+PARTITIONS_PER_TASK = 2
+_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)
+PIECE_SALT = 0x452821E638D01377
+
+
+# ----------------------------------------------------------------------- arrays in files
+
+def write_arrays(path: str, *arrays) -> None:
+    """Append arrays (each with its dtype and length) to ``path``."""
+    with open(path, "ab") as f:
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            code = a.dtype.str.encode()
+            f.write(struct.pack("<q8s", len(a), code))
+            f.write(a.tobytes())
+
+
+def read_arrays(path: str):
+    """The arrays written by :func:`write_arrays`, in order."""
+    out = []
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(16)
+            if not head:
+                return out
+            n, code = struct.unpack("<q8s", head)
+            dtype = np.dtype(code.rstrip(b"\0").decode())
+            out.append(np.frombuffer(f.read(n * dtype.itemsize), dtype=dtype))
+
+
+def _key_parts(keys, nparts: int):
+    return ((keys * _KEY_MIX) >> np.uint64(40)) % np.uint64(nparts)
+
+
+# --------------------------------------------------------------------------- documents
+
+def _corpus(shard, spec: TrainerSpec, field, first: int, sample: float):
+    from .count_job import ShardSource
+    from .trainer import Corpus
+
+    class ShardCorpus(Corpus):
+        def _raw_documents(self):
+            if shard.end is None:
+                from .corpus.io import iter_documents
+
+                yield from iter_documents([shard.path], field=self.field)
+                return
+            for buf, _ in ShardSource(shard).batches(1 << 20):
+                yield from buf.split(b"\n")
+
+    corpus = ShardCorpus([shard.path], field=field, normalizer=spec.normalizer)
+    corpus.first = first
+    if sample < 1:
+        corpus.sample, corpus.seed = sample, spec.seed
+    return corpus
+
+
+def count_documents(task):
+    """Task: ``(documents, bytes)`` of one input part, before sampling."""
+    shard, spec, field = task
+    corpus = _corpus(shard, spec, field, 0, 1.0)
+    n = size = 0
+    for doc in corpus._raw_documents():
+        n += 1
+        size += len(doc)
+    return n, size
+
+
+# ------------------------------------------------------------------------------- count
+
+def count_map(task) -> dict:
+    """Task: the n-grams of one part (2..7 bytes, or with a windows file the 8..order-grams
+    whose 7-byte windows are in it), all of them, in partition files of the work folder."""
+    from .corpus.io import temp_name
+    from .engine import fault_point
+    from .trainer import MAX_CHUNK, SHARDS
+
+    shard, first, sample, spec, field, order, windows_file, folder, nparts, budget = task
+    windows = None
+    if windows_file is not None:
+        keys, counts = read_arrays(windows_file)[:2]
+        windows = _ngram.lm_from_counts([keys.copy()], [counts.copy()], length=7)
+    corpus = _corpus(shard, spec, field, first, sample)
+    files = [None] * nparts
+    tag = temp_name("train-count")
+    starts = [0] * SHARDS
+    unigrams, positions, docs, nbytes, passes = None, 0, 0, 0, 0
+    limit = max(parse_size(budget) // 2, 8 << 20)
+    while min(starts) < _ngram.FULL_RANGE:
+        passes += 1
+        table = _ngram.NgramTable(order, SHARDS, limit)
+        table.set_starts(starts)
+        for buf, doc_ends in corpus.batches():
+            ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
+            if windows is None:
+                table.count_bytes(buf, ends, 0, 1)
+            else:
+                _ngram.count_long(table, buf, ends, windows, 0, 1)
+            if passes == 1:
+                docs += len(doc_ends)
+                nbytes += len(buf)
+        if passes == 1:
+            unigrams, positions = table.unigrams.copy(), int(table.positions)
+        starts = [hi for _, hi in table.ranges()]
+        keys, counts = table.export(1, free_tables=True)
+        del table
+        parts = _key_parts(keys, nparts)
+        for r in range(nparts):
+            m = parts == r
+            if m.any():
+                if files[r] is None:
+                    files[r] = os.path.join(folder, f"{tag}-{r}")
+                write_arrays(files[r], keys[m], counts[m])
+        fault_point("train-count")        # tests: a task killed with its files half written
+    corpus.close()
+    return {"files": files, "unigrams": unigrams, "positions": positions, "documents": docs,
+            "bytes": nbytes, "passes": passes}
+
+
+def count_reduce(task) -> dict:
+    """Task: add up one partition's n-gram counts; keep those >= min_count, in a file."""
+    from .corpus.io import temp_name
+
+    paths, min_count, folder = task
+    keys, counts = [], []
+    for p in paths:
+        arrays = read_arrays(p)
+        keys.extend(arrays[0::2])
+        counts.extend(arrays[1::2])
+    keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    counts = np.concatenate(counts) if counts else np.zeros(0, np.uint64)
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
+    keys = keys[first]
+    counts = np.add.reduceat(counts, first) if len(first) else counts[:0]
+    m = counts >= np.uint64(min_count)
+    out = os.path.join(folder, temp_name("train-kept"))
+    write_arrays(out, keys[m], counts[m].astype(np.uint64))
+    return {"file": out, "kept": int(m.sum()), "distinct": len(keys)}
+
+
+# ----------------------------------------------------------------------------- segment
+
+def segment_map(task) -> dict:
+    """Task: cut one part into pieces with the n-gram model (built from the LM file), count
+    them, and write them in partition files."""
+    from .corpus.io import temp_name
+    from .count_job import write_entries
+    from .engine import fault_point
+    from .trainer import MAX_CHUNK, _split_ranges, build_lm
+
+    shard, first, sample, spec, field, lm_file, folder, nparts, budget = task
+    arrays = read_arrays(lm_file)
+    unigrams, positions = arrays[0], int(arrays[1][0])
+    keys = [a.copy() for a in arrays[2::2]]
+    counts = [a.copy() for a in arrays[3::2]]
+    del arrays
+    lm, unigram, unigram_log_counts = build_lm(keys, counts, unigrams, positions)
+    limit = max((parse_size(budget) - lm.nbytes) // 2, 8 << 20)
+    corpus = _corpus(shard, spec, field, first, sample)
+    counter = _spans.PieceCounter()
+    files = [None] * nparts
+    tag = temp_name("train-pieces")
+
+    def flush():
+        buf, ends, cnt = counter.export()
+        counter.clear()
+        blob = np.frombuffer(bytes(buf), dtype=np.uint8)
+        parts = _spans.span_parts(blob, ends, nparts, PIECE_SALT)
+        order = np.argsort(parts, kind="stable").astype(np.int64)
+        bounds = np.searchsorted(parts[order], np.arange(nparts + 1))
+        for r in range(nparts):
+            lo, hi = int(bounds[r]), int(bounds[r + 1])
+            if hi > lo:
+                if files[r] is None:
+                    files[r] = os.path.join(folder, f"{tag}-{r}")
+                write_entries(files[r], blob, ends, cnt, order, lo, hi)
+
+    for buf, doc_ends in corpus.batches():
+        ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
+        piece_ends = np.concatenate([np.zeros(1, np.int64),
+                                     _ngram.lm_segment(lm, unigram, unigram_log_counts, buf,
+                                                       _split_ranges(ends, 1)[0], spec.order,
+                                                       spec.ensure_unicode)])
+        counter.add_spans(buf, piece_ends, 0, 1)
+        if counter.nbytes > limit:
+            flush()
+    flush()
+    fault_point("train-segment")
+    corpus.close()
+    return {"files": files}
+
+
+def pieces_reduce(task) -> dict:
+    """Task: add up one partition's piece counts, into a file."""
+    from .corpus.io import temp_name
+    from .count_job import read_entries, write_entries
+
+    paths, folder = task
+    counter = _spans.PieceCounter()
+    for p in paths:
+        for blob, offs, counts in read_entries(p):
+            counter.add_counted(blob, offs, counts)
+    buf, ends, counts = counter.export()
+    del counter
+    out = os.path.join(folder, temp_name("train-pieces-sum"))
+    n = len(counts)
+    write_entries(out, np.frombuffer(bytes(buf), dtype=np.uint8), ends, counts, np.arange(n, dtype=np.int64), 0, n)
+    return {"file": out, "pieces": n}
+
+
+# ------------------------------------------------------------------------------ the job
+
+def train_on_engine(trainer, source, field):
+    """:meth:`tokenmill.Trainer.train` with ``trainer.spec.engine``: the same models."""
+    from .corpus.io import expand_inputs
+    from .engine import WorkFolder, make_engine
+    from .piece_store import PieceData
+    from .trainer import _raise_min_count, _LM_BYTES_PER_KEY, _BASE_MEMORY, frequent_ngrams
+    from .count_job import read_entries
+
+    spec = trainer.spec
+    if isinstance(source, (str, os.PathLike)):
+        source = [source]
+    if not all(isinstance(s, (str, os.PathLike)) for s in source):
+        raise TokenmillError(f"train: --engine {spec.engine} reads the corpus from files; give paths")
+    paths = [os.path.abspath(p) for p in expand_inputs(source)]
+    if any(os.path.basename(p) == "-" for p in paths):
+        raise TokenmillError(f"train: --engine {spec.engine} reads the inputs from files every node can "
+                             "see; standard input (-) is not one")
+    stats = trainer.stats
+    progress = spec.progress
+    budget = spec.memory
+    engine = make_engine(spec.engine, spec.ray_address, spec.workers)
+    import tempfile
+
+    work_parent = os.path.abspath(spec.tmp or tempfile.gettempdir())
+    t0 = time.monotonic()
+    try:
+        with WorkFolder(work_parent, "train-job") as work:
+            shards = plan_shards(paths, field, engine.parallel_tasks)
+            sizes = [s.size for s in shards]
+            firsts, sample = [0] * len(shards), 1.0
+            if spec.sample_bytes is not None:
+                counted = engine.map(count_documents, [(s, spec, field) for s in shards], label="measure",
+                                     progress=progress, sizes=sizes)
+                firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()[:-1]
+                total = sum(c[1] for c in counted)
+                want = parse_size(spec.sample_bytes)
+                if total > want:
+                    sample = want / total
+                trainer._phase("measure", t0)
+            nparts = PARTITIONS_PER_TASK * engine.parallel_tasks
+
+            def count_stage(order, windows_file, label):
+                maps = engine.map(count_map, [(s, firsts[i], sample, spec, field, order, windows_file,
+                                               work.path, nparts, budget) for i, s in enumerate(shards)],
+                                  label=f"{label} (map)", progress=progress, sizes=sizes)
+                jobs = [([m["files"][r] for m in maps if m["files"][r]], spec.min_count, work.path)
+                        for r in range(nparts)]
+                kept = engine.map(count_reduce, jobs, label=f"{label} (reduce)", progress=progress)
+                for m in maps:
+                    for p in m["files"]:
+                        if p:
+                            os.unlink(p)
+                return maps, kept
+
+            t0 = time.monotonic()
+            maps, kept = count_stage(min(spec.order, 7), None, "count n-grams")
+            unigrams = sum(m["unigrams"] for m in maps)
+            positions = sum(m["positions"] for m in maps)
+            stats.documents = sum(m["documents"] for m in maps)
+            stats.bytes = sum(m["bytes"] for m in maps)
+            stats.count_passes = max(m["passes"] for m in maps)
+            if positions == 0:
+                raise TokenmillError(f"{paths[0]}: no text to train on (empty corpus)")
+            kept_keys, kept_counts = [], []
+            for k in kept:
+                a = read_arrays(k["file"])
+                kept_keys.append(a[0].copy())
+                kept_counts.append(a[1].copy())
+                os.unlink(k["file"])
+            candidates = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+            if spec.refine:
+                candidates = frequent_ngrams(np.concatenate(kept_keys), np.concatenate(kept_counts),
+                                             trainer._candidate_budget(), spec.ensure_unicode,
+                                             spec.max_piece_length)
+            if spec.order > 7:
+                windows_file = work.file("windows")
+                write_arrays(windows_file, np.concatenate(kept_keys), np.concatenate(kept_counts))
+                maps2, kept2 = count_stage(spec.order, windows_file, f"count 8..{spec.order}-grams")
+                stats.count_passes += max(m["passes"] for m in maps2)
+                for k in kept2:
+                    a = read_arrays(k["file"])
+                    kept_keys.append(a[0].copy())
+                    kept_counts.append(a[1].copy())
+                    os.unlink(k["file"])
+            lm_min_count = spec.min_count
+            lm_budget = max(parse_size(spec.memory) - _BASE_MEMORY, 32 << 20)
+            while sum(x.nbytes * 2 for x in kept_keys) * (_LM_BYTES_PER_KEY / 16) > lm_budget:
+                lm_min_count = _raise_min_count(kept_counts, lm_min_count)
+                for i in range(len(kept_keys)):
+                    m = kept_counts[i] >= lm_min_count
+                    kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
+            stats.lm_min_count = lm_min_count
+            stats.candidates = len(candidates[0]) if spec.refine else 0
+            stats.ngrams = sum(len(k) for k in kept_keys)
+            trainer._candidates = candidates
+            lm_file = work.file("lm")
+            arrays = [unigrams.astype(np.uint64), np.array([positions], np.int64)]
+            for k, c in zip(kept_keys, kept_counts):
+                arrays += [k, c]
+            write_arrays(lm_file, *arrays)
+            del kept_keys, kept_counts, arrays
+            trainer._phase("count", t0)
+
+            t0 = time.monotonic()
+            maps = engine.map(segment_map, [(s, firsts[i], sample, spec, field, lm_file, work.path, nparts,
+                                             budget) for i, s in enumerate(shards)],
+                              label="segment (map)", progress=progress, sizes=sizes)
+            jobs = [([m["files"][r] for m in maps if m["files"][r]], work.path) for r in range(nparts)]
+            summed = engine.map(pieces_reduce, [j for j in jobs if j[0]], label="segment (reduce)",
+                                progress=progress)
+            for m in maps:
+                for p in m["files"]:
+                    if p:
+                        os.unlink(p)
+            data = PieceData(spec.tmp)
+            try:
+                total = sum(os.path.getsize(s["file"]) for s in summed)
+                piece_budget = trainer.piece_budget or max((parse_size(spec.memory) - _BASE_MEMORY) // 2, 8 << 20)
+                bufs, ends, counts, offset = [], [np.zeros(1, np.int64)], [], 0
+                for s in summed:
+                    for blob, offs, c in read_entries(s["file"]):
+                        if total > piece_budget:
+                            data.spill(blob.tobytes(), offs, c)
+                        else:
+                            bufs.append(blob.tobytes())
+                            ends.append(offs[1:] + offset)
+                            counts.append(c)
+                            offset += len(blob)
+                    os.unlink(s["file"])
+                data.finish(b"".join(bufs), np.concatenate(ends),
+                            np.concatenate(counts) if counts else np.zeros(0, np.int64))
+                del bufs, ends, counts
+                stats.lm_pieces = data.count
+                stats.piece_spills = data.spills
+                stats.piece_spill_bytes = data.spilled_bytes
+                trainer._phase("segment", t0)
+                return trainer._build_models(data)
+            finally:
+                data.close()
+    finally:
+        engine.close()
