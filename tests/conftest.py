@@ -49,8 +49,9 @@ def _ray_cli():
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A local Ray cluster of two nodes, started here and stopped at the end: a head with 2
-    CPUs and a second node with 1 CPU, each `ray start` in a process group of its own. Yields
+    """A local Ray cluster of two nodes, started here and stopped at the end: a head with 1
+    CPU and a second node with 2, each `ray start` in a process group of its own (so a job of
+    three or more tasks at once has to use both). Yields
     ``(address, fault_dir)``: tasks die at a fault point whose file a test puts in
     ``fault_dir`` (see ``tokenmill.engine.fault_point``)."""
     import socket
@@ -86,9 +87,9 @@ def ray_cluster(tmp_path_factory):
                        timeout=120)
 
     try:
-        start("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+        start("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
               "--include-dashboard=false")
-        start(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1")
+        start(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2")
         import ray as ray_mod
 
         ray_mod.init(address=address, include_dashboard=False, log_to_driver=False,

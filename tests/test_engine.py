@@ -169,14 +169,17 @@ def test_a_count_task_killed_midway_is_retried_and_the_counts_stay_exact(tmp_pat
 
 def test_count_cli_on_ray(tmp_path, ray_cluster):
     address, _ = ray_cluster
-    p = tmp_path / "in.txt"
-    p.write_bytes(_text(30, 300))
+    rng = random.Random(30)
+    p = tmp_path / "in.txt"                # 4 MB: three parts, counted at once
+    p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(5000)) for _ in range(40)) for _ in range(33000)))
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    base = [sys.executable, "-m", "tokenmill", "count", str(p), "--order", "2", "--no-progress"]
-    subprocess.run(base + ["-o", str(tmp_path / "a.tsv")], check=True, env=env)
-    subprocess.run(base + ["--engine", "ray", "--ray-address", address, "-o", str(tmp_path / "b.tsv")],
-                   check=True, env=env)
+    base = [sys.executable, "-m", "tokenmill", "count", str(p), "--order", "3"]
+    subprocess.run(base + ["-o", str(tmp_path / "a.tsv")], check=True, env=env, capture_output=True)
+    r = subprocess.run(base + ["--engine", "ray", "--ray-address", address, "-o", str(tmp_path / "b.tsv")],
+                       check=True, env=env, capture_output=True, text=True)
     assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+    # three map tasks at once do not fit the head's one CPU: both nodes count; the summary says so
+    assert "tokenmill: ray: 9 tasks on 2 nodes (3 CPUs)" in r.stderr.splitlines()
 
 
 # ------------------------------------------------------------------------------ shuffle

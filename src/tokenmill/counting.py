@@ -599,7 +599,7 @@ def _count_on_engine(inputs, output, spec: CountSpec, space_byte: int) -> CountR
             written, items = _write_result(output, runs, spec, space_byte, os.cpu_count() or 1)
             remove_runs(runs)
     finally:
-        engine.close()
+        engine.close(report=spec.progress)
     return CountResult(output=None if output is None else os.fspath(output), written=written,
                        distinct=st["distinct"], lines=st["lines"], bytes=st["bytes"], passes=st["passes"],
                        seconds=time.monotonic() - t0, peak_rss=_peak_rss(), items=items)

@@ -210,7 +210,7 @@ class _Counter:
         if self.work is not None:
             self.work.remove()
         if self.engine is not None:
-            self.engine.close()
+            self.engine.close(report=self.spec.progress)
 
 
 def piece_cutter(kept, order: int):

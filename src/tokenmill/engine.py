@@ -52,7 +52,7 @@ class LocalEngine:
                 bar.update(size, 1)
         return out
 
-    def close(self) -> None:
+    def close(self, report: bool = False) -> None:
         pass
 
 
@@ -89,7 +89,10 @@ class RayEngine:
             self._owned = address is None and not os.environ.get("RAY_ADDRESS")
         self.parallel_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.task_threads = 1
-        self._remote = {}
+        self.tasks = 0
+        self.nodes_used: set = set()
+        # spread over the nodes: a data-parallel job wants every node reading its share
+        self._remote = ray.remote(num_cpus=1, max_retries=retries, scheduling_strategy="SPREAD")(_call)
 
     def map(self, fn, items, label: str = "tasks", progress: bool = False, sizes=None) -> list:
         """``[fn(item) for item in items]``, as Ray tasks; ``sizes``: bytes of input per item."""
@@ -98,10 +101,7 @@ class RayEngine:
         ray = self.ray
         items = list(items)
         sizes = sizes or [0] * len(items)
-        remote = self._remote.get(fn)
-        if remote is None:
-            remote = self._remote[fn] = ray.remote(num_cpus=1, max_retries=self.retries)(fn)
-        refs = [remote.remote(item) for item in items]
+        refs = [self._remote.remote(fn, item) for item in items]
         index = {ref: k for k, ref in enumerate(refs)}
         out = [None] * len(refs)
         pending = list(refs)
@@ -111,7 +111,9 @@ class RayEngine:
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
                     for ref in done:
-                        out[index[ref]] = _get(ray, ref)
+                        node, out[index[ref]] = _get(ray, ref)
+                        self.nodes_used.add(node)
+                        self.tasks += 1
                         bar.update(sizes[index[ref]], 1)
         except BaseException:
             for ref in pending:
@@ -119,9 +121,23 @@ class RayEngine:
             raise
         return out
 
-    def close(self) -> None:
+    def close(self, report: bool = False) -> None:
+        """Disconnect (and stop the Ray instance this engine started); with ``report``, say on
+        stderr how many tasks ran on how many nodes."""
+        if report and self.tasks:
+            import sys
+
+            print(f"tokenmill: ray: {self.tasks} tasks on {len(self.nodes_used)} node"
+                  f"{'s' if len(self.nodes_used) != 1 else ''} ({self.parallel_tasks} CPUs)", file=sys.stderr)
         if self._owned and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def _call(fn, item):
+    """What a Ray task runs: ``fn(item)``, with the id of the node it ran on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), fn(item)
 
 
 def fault_point(name: str) -> None:

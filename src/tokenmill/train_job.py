@@ -388,4 +388,4 @@ def train_on_engine(trainer, source, field):
             finally:
                 data.close()
     finally:
-        engine.close()
+        engine.close(report=spec.progress)

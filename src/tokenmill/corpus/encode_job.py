@@ -192,7 +192,7 @@ def encode_on_engine(job, spec, started: float):
                                                for k in range(len(plan))],
                                  label="encode-corpus (write shards)", progress=progress)
     finally:
-        engine.close()
+        engine.close(report=spec.progress)
     first = 0
     for w in written:
         manifest["shards"].append({"name": w["name"], "first_document": first,

@@ -202,7 +202,7 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
             total_bytes = sum(d["bytes"] for d in done)
             names = _write_outputs(output, [d["file"] for d in done], total_lines, spec, plan, job)
     finally:
-        engine.close()
+        engine.close(report=spec.progress)
     return sh.ShuffleResult(
         lines=total_lines, bytes=total_bytes, outputs=names, seconds=time.monotonic() - t0, root_buckets=k,
         rescattered=sum(d["rescattered"] for d in done), in_memory=False, max_bucket_cost=plan.max_cost,
