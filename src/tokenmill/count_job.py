@@ -207,8 +207,10 @@ def reduce_partition(task) -> dict:
             passes += 1
             table = _spans.SpanCounter(SHARDS, table_budget)
             table.set_starts(starts)
-            if passes == 1:     # at most this many distinct strings: grow the tables once
-                table.reserve(entries)
+            # At most this many distinct strings: grow the tables once, within the budget. (The
+            # files hold the maps' tables in slot order; adding them to smaller tables of the
+            # same hash would pile them into long probe runs.)
+            table.reserve(entries)
             for path in paths:
                 for blob, offs, counts in read_entries(path):
                     table.add_counts(blob, offs, counts)

@@ -109,9 +109,13 @@ class PieceData:
         for path in self._files:
             if not os.path.exists(path):
                 continue
-            counter = _spans.PieceCounter()
-            for text, part_ends, part_counts in _read_chunks(path):
+            chunks = list(_read_chunks(path))
+            # sized for every entry at once: the chunks hold the tables' contents in slot order,
+            # which a smaller table (same hash) would pile into a few long probe runs
+            counter = _spans.PieceCounter(sum(len(c[2]) for c in chunks) + 1)
+            for text, part_ends, part_counts in chunks:
                 counter.add_counted(text, part_ends, part_counts)
+            del chunks
             text, part_ends, part_counts = counter.export()
             del counter
             os.unlink(path)

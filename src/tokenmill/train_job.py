@@ -234,10 +234,14 @@ def pieces_reduce(task) -> dict:
     from .count_job import read_entries, write_entries
 
     paths, folder = task
-    counter = _spans.PieceCounter()
-    for p in paths:
-        for blob, offs, counts in read_entries(p):
-            counter.add_counted(blob, offs, counts)
+    chunks = [c for p in paths for c in read_entries(p)]
+    # Room for every entry from the start: the files hold each map's pieces in the order of its
+    # table's slots, and adding them in that order to a smaller table (same hash) piles them
+    # into a few long probe runs (8 us per entry instead of 0.1 on zh.train).
+    counter = _spans.PieceCounter(sum(len(c[2]) for c in chunks) + 1)
+    for blob, offs, counts in chunks:
+        counter.add_counted(blob, offs, counts)
+    del chunks
     buf, ends, counts = counter.export()
     del counter
     out = os.path.join(folder, temp_name("train-pieces-sum"))

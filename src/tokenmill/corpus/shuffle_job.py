@@ -11,7 +11,9 @@ The local shuffle sends line ``i`` of the input (its index over all inputs) to b
 3. *Shuffle*, one task per bucket: the bucket's files of every shard, in shard order, are the
    local run's bucket file line for line; the task shuffles it in memory with the bucket's key
    (or, when it outgrows the budget, scatters it again, as a local run does) and writes it out.
-4. The driver writes the shuffled buckets, in order, into the output (or its shards).
+4. Into one plain output, each bucket task writes in place, at the offset the bucket sizes
+   give (the driver made the file at its final size and renames it when all are done); into
+   shards or a compressed output, the driver writes the shuffled buckets in order.
 
 The plan (K and the bucket limits) is computed once, by the driver, exactly as for a local run;
 so the output is the local run's byte for byte, whatever the number of tasks, nodes and retries.
@@ -107,13 +109,39 @@ def scatter_shard(task) -> dict:
             "lines": scatter.lines.tolist()}
 
 
+class _InPlace:
+    """Stands in for :class:`tio.AtomicOutputs` where a task writes its bucket straight into
+    the output file the driver made, at the bucket's offset."""
+
+    def __init__(self, path: str, offset: int):
+        self.path, self.offset = path, offset
+        self.file = None
+
+    def open(self, path, level=None):
+        self.file = open(self.path, "r+b", buffering=0)
+        self.file.seek(self.offset)
+        return self.file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        if self.file is not None:
+            try:
+                if exc_type is None and sh.FSYNC:
+                    os.fsync(self.file.fileno())     # another node's writes reach the disk too
+            finally:
+                self.file.close()
+
+
 def shuffle_bucket(task) -> dict:
     """Task: shuffle bucket ``b`` (its pieces: ``(path, bytes, lines)`` per shard, in shard
-    order) as a local run shuffles its bucket file, into a fresh file of the work folder.
-    Returns ``{"file", "bytes", "lines", "rescattered"}``."""
+    order) as a local run shuffles its bucket file, into a fresh file of the work folder, or,
+    with ``target`` = ``(path, offset)``, into that file at that offset. Returns ``{"file",
+    "bytes", "lines", "rescattered"}``."""
     from ..engine import fault_point
 
-    b, pieces, seed, plan, memory, work = task
+    b, pieces, seed, plan, memory, work, target = task
     n_bytes = sum(p[1] for p in pieces)
     n_lines = sum(p[2] for p in pieces)
     out_path = os.path.join(work, tio.temp_name(f"bucket{b}"))
@@ -122,7 +150,7 @@ def shuffle_bucket(task) -> dict:
     job.plan = plan                    # the driver's plan: it decides when a bucket is re-scattered
     node = sh._Node((b,), None, n_bytes, n_lines)
     try:
-        with tio.AtomicOutputs(fsync=False) as outs:
+        with (tio.AtomicOutputs(fsync=False) if target is None else _InPlace(*target)) as outs:
             sink = sh._Sink(out_path, n_lines, spec, plan.gather, outs)
             if node.cost <= plan.max_cost:
                 buf = np.empty(max(1, n_bytes), np.uint8)
@@ -146,7 +174,8 @@ def shuffle_bucket(task) -> dict:
     finally:
         if job.tempdir is not None:
             shutil.rmtree(job.tempdir, ignore_errors=True)
-    return {"file": out_path, "bytes": n_bytes, "lines": n_lines, "rescattered": job.rescattered}
+    return {"file": out_path if target is None else None, "bytes": n_bytes, "lines": n_lines,
+            "rescattered": job.rescattered}
 
 
 def shuffle_whole(task) -> dict:
@@ -192,15 +221,27 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
                 scatter_shard, [(s, firsts[i], key, k, plan, spec.memory, work.path) for i, s in enumerate(shards)],
                 label="shuffle (scatter)", progress=progress, sizes=sizes)
             buckets = [[(m["files"][b], m["bytes"][b], m["lines"][b]) for m in scattered] for b in range(k)]
-            done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path)
-                                               for b in range(k)],
-                              label="shuffle (buckets)", progress=progress,
-                              sizes=[sum(p[1] for p in pieces) for pieces in buckets])
+            sizes = [sum(p[1] for p in pieces) for pieces in buckets]
+            total_lines = sum(p[2] for pieces in buckets for p in pieces)
+            total_bytes = sum(sizes)
+            if spec.shards is None and spec.lines_per_shard is None and tio.compression_of(output) is None:
+                # one plain output: each bucket task writes its bytes in place, at its offset
+                with tio.AtomicOutputs(fsync=sh.FSYNC) as outs:
+                    f = outs.open(output)
+                    os.ftruncate(f.fileno(), total_bytes)
+                    offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+                    target = outs.temp_paths[-1]
+                    done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path,
+                                                        (target, offsets[b])) for b in range(k)],
+                                      label="shuffle (buckets)", progress=progress, sizes=sizes)
+                names = [output]
+            else:
+                done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path, None)
+                                                   for b in range(k)],
+                                  label="shuffle (buckets)", progress=progress, sizes=sizes)
+                names = _write_outputs(output, [d["file"] for d in done], total_lines, spec, plan, job)
             for m in scattered:
                 shutil.rmtree(m["folder"], ignore_errors=True)
-            total_lines = sum(d["lines"] for d in done)
-            total_bytes = sum(d["bytes"] for d in done)
-            names = _write_outputs(output, [d["file"] for d in done], total_lines, spec, plan, job)
     finally:
         engine.close(report=spec.progress)
     return sh.ShuffleResult(
@@ -239,3 +280,4 @@ def _write_outputs(output: str, pieces: list[str], total_lines: int, spec: Shuff
                         view = view[cut:]
             os.unlink(piece)
         return sink.names
+

@@ -1,0 +1,141 @@
+"""Benchmark: every job on the local engine and on Ray, on this one machine (not in CI).
+
+    PYTHONPATH=src python3 bench/engines.py [--train /tmp/corpus/zh.train.txt] [--cpus 2]
+        [--repeat 2] [--jobs count,shuffle,discover,encode-corpus,train] [--model M.json]
+
+Starts a one-node Ray cluster (`ray start --head --num-cpus CPUS`, its own token), then runs
+each job as a fresh `python -m tokenmill ...` subprocess with `--engine local` and with
+`--engine ray --ray-address` that cluster, alternately, best of --repeat; compares the outputs
+byte for byte, and prints a Markdown table with the Ray / local time ratio (the issue's
+target: overhead <= 15 %, i.e. a ratio <= 1.15). The cluster is stopped at the end. Wall times
+include everything the command does (connecting to Ray included); peak RSS is the local
+command's VmHWM (the Ray figure would leave out the workers, so it is not shown).
+
+Inputs: zh.train.txt of ../shared/corpus (unpack with sh ../shared/corpus/unpack.sh
+/tmp/corpus); the shuffle's is --shuffle-copies copies of it, with --memory a tenth of that.
+encode-corpus needs a model: --model, else the job trains one first (32k).
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def jobs(train: str, big: str, model: str):
+    return {
+        "count": (["count", train, "--unit", "char", "--order", "4", "--min-count", "2", "--memory", "4G"], "count.tsv"),
+        "shuffle": (["shuffle", big, "--memory", f"{max(os.path.getsize(big) // 10, 1 << 20)}", "--seed", "1"],
+                    "shuffled.txt"),
+        "discover": (["discover", train], "words.tsv"),
+        "encode-corpus": (["encode-corpus", train, "-m", model], "shards"),
+        "train": (["train", train, "--vocab-size", "32000"], "model.json"),
+    }
+
+
+def same(a: str, b: str) -> bool:
+    if os.path.isdir(a):
+        names = sorted(os.listdir(a))
+        return names == sorted(os.listdir(b)) and all(filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False)
+                                                      for n in names)
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def run(cmd, env) -> tuple[float, int]:
+    """(wall seconds, VmHWM bytes of the command)."""
+    wrapper = ("import resource, runpy, sys; sys.argv = ['tokenmill'] + sys.argv[1:]\n"
+               "try:\n    runpy.run_module('tokenmill', run_name='__main__')\n"
+               "finally:\n    print('VMHWM', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    peak = [int(line.split()[1]) * 1024 for line in r.stderr.splitlines() if line.startswith("VMHWM")]
+    return wall, peak[-1] if peak else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", default="/tmp/corpus/zh.train.txt")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--jobs", default="count,shuffle,discover,encode-corpus,train")
+    ap.add_argument("--model", default=None, help="model for encode-corpus (default: train one)")
+    ap.add_argument("--shuffle-copies", type=int, default=10,
+                    help="the shuffle's input is this many copies of --train (it takes a second locally)")
+    ap.add_argument("--json", default=None, help="write the figures here")
+    args = ap.parse_args()
+    if not os.path.exists(args.train):
+        raise SystemExit(f"{args.train}: not found (sh ../shared/corpus/unpack.sh /tmp/corpus)")
+    work = tempfile.mkdtemp(prefix="tokenmill-bench-engines-")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(16), OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={args.cpus}",
+                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True,
+                   capture_output=True, start_new_session=True)
+    rows = []
+    try:
+        model = args.model
+        wanted = args.jobs.split(",")
+        big = args.train
+        if "shuffle" in wanted and args.shuffle_copies > 1:
+            big = os.path.join(work, "shuffle-input.txt")
+            with open(big, "wb") as f, open(args.train, "rb") as src:
+                data = src.read()
+                for _ in range(args.shuffle_copies):
+                    f.write(data)
+        if "encode-corpus" in wanted and model is None:
+            model = os.path.join(work, "bench-model.json")
+            run(["train", args.train, "--vocab-size", "32000", "-o", model, "--no-progress"], env)
+        for name in wanted:
+            cmd, out_name = jobs(args.train, big, model)[name]
+            best = {}
+            outs = {}
+            for rep in range(args.repeat):
+                for engine in ("local", "ray"):
+                    out = os.path.join(work, f"{engine}-{out_name}")
+                    if os.path.isdir(out):
+                        shutil.rmtree(out)
+                    extra = ["--engine", engine] + (["--ray-address", address] if engine == "ray" else [])
+                    wall, peak = run(cmd + extra + ["-o", out, "--no-progress"], env)
+                    if engine not in best or wall < best[engine][0]:
+                        best[engine] = (wall, peak)
+                    outs[engine] = out
+            identical = same(outs["local"], outs["ray"])
+            rows.append({"job": name, "local_s": best["local"][0], "ray_s": best["ray"][0],
+                         "ratio": best["ray"][0] / best["local"][0], "local_peak": best["local"][1],
+                         "identical": identical})
+            print(f"{name}: local {best['local'][0]:.2f} s, ray {best['ray'][0]:.2f} s "
+                  f"({rows[-1]['ratio']:.2f}x), identical {identical}", file=sys.stderr)
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{os.path.basename(args.train)}, {args.cpus} CPUs, best of {args.repeat}\n")
+    print("| job | local | Ray | Ray / local | outputs identical |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['job']} | {r['local_s']:.2f} s | {r['ray_s']:.2f} s | {r['ratio']:.2f}x | {r['identical']} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
