@@ -125,13 +125,11 @@ class _InPlace:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, *rest):
+    def __exit__(self, *exc):
+        # no fsync here: the driver's, before the rename, covers the file (on NFS the close
+        # sends this node's writes to the server)
         if self.file is not None:
-            try:
-                if exc_type is None and sh.FSYNC:
-                    os.fsync(self.file.fileno())     # another node's writes reach the disk too
-            finally:
-                self.file.close()
+            self.file.close()
 
 
 def shuffle_bucket(task) -> dict:
