@@ -72,9 +72,8 @@ def ray_cluster(tmp_path_factory):
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
-    env = dict(os.environ, TOKENMILL_FAULT_DIR=str(fault_dir), RAY_USAGE_STATS_ENABLED="0",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src")] +
-                                          [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    # the workers import the tokenmill these tests import (installed, or PYTHONPATH=src)
+    env = dict(os.environ, TOKENMILL_FAULT_DIR=str(fault_dir), RAY_USAGE_STATS_ENABLED="0")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

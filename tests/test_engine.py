@@ -17,7 +17,6 @@ from tokenmill.count_job import ShardSource
 from tokenmill.counting import count_ngrams
 from tokenmill.engine import LocalEngine
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _text(seed: int, n_lines: int = 2000) -> bytes:
@@ -118,7 +117,7 @@ def test_without_ray_the_engine_error_names_the_install_command(tmp_path):
             "from tokenmill.cli import main\n"
             f"sys.exit(main(['count', {str(p)!r}, '--engine', 'ray', '-o', {str(tmp_path / 'out.tsv')!r}]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src")))
+                       env=dict(os.environ))     # the tokenmill the tests import (installed, or PYTHONPATH=src)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         'tokenmill: error: --engine ray needs Ray, an optional extra: pip install "tokenmill[ray]"']
@@ -172,7 +171,7 @@ def test_count_cli_on_ray(tmp_path, ray_cluster):
     rng = random.Random(30)
     p = tmp_path / "in.txt"                # 4 MB: three parts, counted at once
     p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(5000)) for _ in range(40)) for _ in range(33000)))
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    env = dict(os.environ)     # the tokenmill the tests import (installed, or PYTHONPATH=src)
     base = [sys.executable, "-m", "tokenmill", "count", str(p), "--order", "3"]
     subprocess.run(base + ["-o", str(tmp_path / "a.tsv")], check=True, env=env, capture_output=True)
     r = subprocess.run(base + ["--engine", "ray", "--ray-address", address, "-o", str(tmp_path / "b.tsv")],
