@@ -35,6 +35,15 @@ from .errors import TokenmillError
 from .spec import TrainerSpec, parse_size
 
 PARTITIONS_PER_TASK = 2
+ENTRY_BYTES_PER_INPUT_BYTE = 6  # n-gram entries the maps write, per byte of text (zh.train in 2 parts: 5.7)
+
+
+def partitions(input_bytes: int, budget: int, tasks: int) -> int:
+    """How many partitions the reduce tasks get: 2 per CPU, or more when the maps' entries
+    (about 6 bytes of them per byte of text; a reduce holds its partition, and more than as
+    much again while it sorts) would not fit in half of ``budget`` per task."""
+    need = -(-ENTRY_BYTES_PER_INPUT_BYTE * 2 * input_bytes // max(budget // 2, 1))
+    return max(PARTITIONS_PER_TASK * tasks, need)
 _KEY_MIX = np.uint64(0x9E3779B97F4A7C15)
 PIECE_SALT = 0x452821E638D01377
 
@@ -291,7 +300,7 @@ def train_on_engine(trainer, source, field):
                 if total > want:
                     sample = want / total
                 trainer._phase("measure", t0)
-            nparts = PARTITIONS_PER_TASK * engine.parallel_tasks
+            nparts = partitions(sum(sizes), parse_size(spec.memory), engine.parallel_tasks)
 
             def count_stage(order, windows_file, label):
                 maps = engine.map(count_map, [(s, firsts[i], sample, spec, field, order, windows_file,
