@@ -146,9 +146,9 @@ ENGINES = ("local", "ray")
 
 def engine_option():
     return option("local", "where the job runs: local (this process), or ray (tasks on a Ray cluster, "
-                           "pip install \"tokenmill[ray]\"; the inputs, the output's folder and --tmp "
-                           "must be on storage every node sees); the output is the same byte for byte",
-                  choices=ENGINES)
+                           "pip install \"tokenmill[ray]\"; the inputs and the folders the job writes "
+                           "to must be on storage that every node, and this machine, mount at the same "
+                           "paths); the output is the same byte for byte", choices=ENGINES)
 
 
 def ray_address_option():
