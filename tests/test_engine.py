@@ -358,3 +358,41 @@ def test_train_tasks_on_the_local_engine_equal_the_local_model(tmp_path, small_s
     tasks = Trainer(TrainerSpec(engine="ray", tmp=str(tmp_path), **spec)).train(inputs, field="text")
     assert tasks[0].to_json() == local[0].to_json()
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("job", ["count", "discover", "shuffle", "encode-corpus", "train"])
+def test_a_bad_input_read_by_a_task_is_a_one_line_error_and_leaves_nothing(tmp_path, ray_cluster, job, small_tok):
+    import gzip
+
+    from tokenmill import Trainer, TrainerSpec, count_ngrams, discover_words, encode_corpus, shuffle
+    from tokenmill.errors import TokenmillError
+
+    address, _ = ray_cluster
+    good = tmp_path / "good.txt"
+    good.write_bytes(_text(50, 500))
+    bad = tmp_path / "bad.txt.gz"
+    bad.write_bytes(gzip.compress(_text(51, 500))[:-40])      # truncated: fails when read
+    out = tmp_path / "out"
+    out.mkdir()
+    ray = {"engine": "ray", "ray_address": address, "progress": False}
+    inputs = [str(good), str(bad)]
+    with pytest.raises(TokenmillError) as err:
+        if job == "count":
+            count_ngrams(inputs, out / "c.tsv", **ray)
+        elif job == "discover":
+            discover_words(inputs, out / "d.tsv", **ray)
+        elif job == "shuffle":
+            shuffle(inputs, out / "s.txt", memory="1M", **ray)
+        elif job == "encode-corpus":
+            encode_corpus(inputs, small_tok, out / "shards", **ray)
+        else:
+            Trainer(TrainerSpec(vocab_size=[400], tmp=str(out), **ray)).train(inputs)
+    message = str(err.value)
+    assert message.startswith(str(bad)) and "\n" not in message
+    left = sorted(os.listdir(out))
+    if job == "encode-corpus":       # the folder is claimed by its manifest, which lists no shard
+        assert left == ["shards"] and sorted(os.listdir(out / "shards")) == ["manifest.json"]
+    else:
+        assert left == []

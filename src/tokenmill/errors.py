@@ -16,6 +16,9 @@ class ModelFileError(TokenmillError, ValueError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):    # picklable: a task on another process or node reports it as itself
+        return type(self), (self.path, self.problem)
+
 
 class InputError(TokenmillError, ValueError):
     """An input file cannot be read or parsed (names the file and, where known, the line)."""
@@ -26,3 +29,6 @@ class InputError(TokenmillError, ValueError):
         self.problem = problem
         where = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem, self.line)
