@@ -17,7 +17,6 @@ shards, partitions, nodes and retries.
 from __future__ import annotations
 
 import os
-import struct
 import time
 from dataclasses import dataclass
 
@@ -25,12 +24,12 @@ import numpy as np
 
 from . import _spans
 from .corpus.splits import Shard, byte_range, plan_shards  # noqa: F401 (Shard: re-exported)
+from .counting import read_entries, write_entries
 from .errors import InputError
 from .spec import CountSpec, parse_size
 
 PARTITIONS_PER_TASK = 2       # reduce partitions per CPU of the cluster
 PARTITION_SALT = 0x243F6A8885A308D3
-CHUNK = 1 << 16               # entries per block in the exchanged files
 
 
 class ShardSource:
@@ -49,7 +48,7 @@ class ShardSource:
         pass
 
     def batches(self, batch_bytes: int):
-        from .counting import TextSource
+        from .counting import TextSource, line_blocks
 
         sh = self.shard
         if sh.end is None:
@@ -63,54 +62,41 @@ class ShardSource:
             with open(sh.path, "rb") as f:
                 a, b = byte_range(f, sh)
                 f.seek(a)
-                remaining, carry = b - a, b""
-                while remaining > 0:
-                    block = f.read(min(batch_bytes, remaining))
-                    if not block:
-                        break
-                    remaining -= len(block)
-                    block = carry + block if carry else block
-                    cut = block.rfind(b"\n")
-                    if cut < 0:
-                        carry = block
-                        continue
-                    carry = block[cut + 1:]
-                    yield block[:cut], block.count(b"\n", 0, cut) + 1
-                if carry:
-                    yield carry, 1
+                yield from line_blocks(f, batch_bytes, b - a)
         except OSError as exc:
             raise InputError(sh.path, f"cannot read: {exc.strerror or exc}") from None
 
 
-# ----------------------------------------------------------------- files of counted strings
+class Partitions:
+    """Counted strings split into ``nparts`` files of ``folder`` (``tag-0``, ``tag-1``, ...) by
+    a hash of the string (with ``salt``); appended to, batch after batch."""
 
-def write_entries(path: str, blob, offs, counts, order, lo: int, hi: int) -> None:
-    """Append entries ``order[lo:hi]`` to ``path`` in blocks of ``<qq`` (entries, bytes),
-    lengths (int64), counts (int64), the strings."""
-    with open(path, "ab") as f:
-        for a in range(lo, hi, CHUNK):
-            b = min(a + CHUNK, hi)
-            strings, lens = _spans.gather(blob, offs, order, a, b)
-            f.write(struct.pack("<qq", b - a, len(strings)))
-            f.write(lens.tobytes())
-            f.write(np.asarray(counts)[order[a:b]].astype(np.int64).tobytes())
-            f.write(strings)
+    def __init__(self, folder: str, tag: str, nparts: int, salt: int):
+        self.folder, self.tag, self.nparts, self.salt = folder, tag, nparts, salt
+        self.files = [None] * nparts
+        self.entries = [0] * nparts
 
+    def write(self, blob, offs, counts, fault: str | None = None) -> None:
+        """Append strings ``blob[offs[k]:offs[k+1]]`` with ``counts[k]``, each to its file."""
+        from .engine import fault_point
 
-def read_entries(path: str):
-    """Yield ``(blob, offs, counts)`` blocks of a file written by :func:`write_entries`."""
-    with open(path, "rb") as f:
-        while True:
-            head = f.read(16)
-            if not head:
-                return
-            m, size = struct.unpack("<qq", head)
-            lens = np.frombuffer(f.read(8 * m), dtype=np.int64)
-            counts = np.frombuffer(f.read(8 * m), dtype=np.int64)
-            blob = np.frombuffer(f.read(size), dtype=np.uint8)
-            offs = np.zeros(m + 1, dtype=np.int64)
-            np.cumsum(lens, out=offs[1:])
-            yield blob, offs, counts
+        parts = _spans.span_parts(blob, offs, self.nparts, self.salt)
+        order = np.argsort(parts, kind="stable").astype(np.int64)
+        bounds = np.searchsorted(parts[order], np.arange(self.nparts + 1))
+        for r in range(self.nparts):
+            lo, hi = int(bounds[r]), int(bounds[r + 1])
+            if hi > lo:
+                if self.files[r] is None:
+                    self.files[r] = os.path.join(self.folder, f"{self.tag}-{r}")
+                write_entries(self.files[r], blob, offs, counts, order, lo, hi)
+                self.entries[r] += hi - lo
+                if fault:
+                    fault_point(fault)      # tests: a task killed with its files half written
+
+    def remove(self) -> None:
+        for p in self.files:
+            if p is not None:
+                _remove(p)
 
 
 # ------------------------------------------------------------------------------- tasks
@@ -158,37 +144,23 @@ def count_shard(task) -> dict:
     per partition], "lines", "bytes", "units", "passes"}``."""
     from .counting import PassCounter
     from .corpus.io import temp_name
-    from .engine import fault_point
 
     shard, what, folder, nparts, budget, threads = task
     units = make_units(what)
     order = 1 if what.kind == "cut" else what.order       # a cut piece is one unit
     counter = PassCounter(ShardSource(shard, what.field), units, order, memory=budget,
                           workers=threads, progress=False, label="count", tmp_dir=folder)
-    files = [None] * nparts
-    entries = [0] * nparts
-    tag = temp_name("count-map")
+    out = Partitions(folder, temp_name("count-map"), nparts, PARTITION_SALT)
     try:
         for blob, offs, counts in counter.passes(1):
-            parts = _spans.span_parts(blob, offs, nparts, PARTITION_SALT)
-            order = np.argsort(parts, kind="stable").astype(np.int64)
-            bounds = np.searchsorted(parts[order], np.arange(nparts + 1))
-            for r in range(nparts):
-                lo, hi = int(bounds[r]), int(bounds[r + 1])
-                if hi > lo:
-                    if files[r] is None:
-                        files[r] = os.path.join(folder, f"{tag}-{r}")
-                    write_entries(files[r], blob, offs, counts, order, lo, hi)
-                    entries[r] += hi - lo
-                    fault_point("count-map")      # tests: a task killed with its files half written
-            del blob, offs, counts, parts, order
+            out.write(blob, offs, counts, fault="count-map")
+            del blob, offs, counts
     except BaseException:
-        for p in files:
-            if p is not None:
-                _remove(p)
+        out.remove()
         raise
     st = counter.stats
-    return {"files": files, "entries": entries, "lines": st.lines, "bytes": st.bytes, "units": st.units, "passes": st.passes}
+    return {"files": out.files, "entries": out.entries, "lines": st.lines, "bytes": st.bytes,
+            "units": st.units, "passes": st.passes}
 
 
 def reduce_partition(task) -> dict:
@@ -234,7 +206,7 @@ def reduce_partition(task) -> dict:
                 blob_list.append(s)
                 count_list.append(count)
                 n += 1
-                if len(blob_list) == CHUNK:
+                if len(blob_list) == 1 << 16:
                     _append_sorted(out, blob_list, count_list)
                     blob_list, count_list = [], []
             if blob_list:

@@ -96,21 +96,8 @@ class TextSource:
             return
         for path in self.paths:
             f = open_input(path)
-            carry = b""
             try:
-                while True:
-                    block = f.read(batch_bytes)
-                    if not block:
-                        break
-                    block = carry + block if carry else block
-                    cut = block.rfind(b"\n")
-                    if cut < 0:
-                        carry = block
-                        continue
-                    carry = block[cut + 1:]
-                    yield block[:cut], block.count(b"\n", 0, cut) + 1
-                if carry:
-                    yield carry, 1
+                yield from line_blocks(f, batch_bytes)
             except (OSError, EOFError, ValueError) as exc:
                 raise InputError(self.name(path), f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
             except Exception as exc:
@@ -119,6 +106,28 @@ class TextSource:
                 raise
             finally:
                 f.close()
+
+
+def line_blocks(f, batch_bytes: int, limit: int | None = None):
+    """``(buf, lines)`` batches of the whole lines read from ``f`` (at most ``limit`` bytes of
+    it): ``buf`` holds about ``batch_bytes``, its lines separated by ``\\n`` (no final one)."""
+    carry = b""
+    left = limit
+    while left is None or left > 0:
+        block = f.read(batch_bytes if left is None else min(batch_bytes, left))
+        if not block:
+            break
+        if left is not None:
+            left -= len(block)
+        block = carry + block if carry else block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            carry = block
+            continue
+        carry = block[cut + 1:]
+        yield block[:cut], block.count(b"\n", 0, cut) + 1
+    if carry:
+        yield carry, 1
 
 
 def split_lines(buf: bytes, parts: int) -> list[memoryview]:
@@ -200,6 +209,41 @@ def unit_function(unit: str, split: str | None = None, use_jieba: bool = False):
     return splitter.units, WORD_SEP
 
 
+# ----------------------------------------------------------------- files of counted strings
+
+ENTRIES_PER_BLOCK = 1 << 16
+
+
+def write_entries(path: str, blob, offs, counts, order, lo: int, hi: int) -> None:
+    """Append entries ``order[lo:hi]`` (string ``blob[offs[k]:offs[k+1]]`` with ``counts[k]``)
+    to ``path``, in blocks of: ``<qq`` (entries, bytes), lengths (int64), counts (int64), the
+    strings. Read back by :func:`read_entries`."""
+    with open(path, "ab") as f:
+        for a in range(lo, hi, ENTRIES_PER_BLOCK):
+            b = min(a + ENTRIES_PER_BLOCK, hi)
+            strings, lens = _spans.gather(blob, offs, order, a, b)
+            f.write(struct.pack("<qq", b - a, len(strings)))
+            f.write(lens.tobytes())
+            f.write(np.asarray(counts)[order[a:b]].astype(np.int64).tobytes())
+            f.write(strings)
+
+
+def read_entries(path: str):
+    """Yield ``(blob, offs, counts)`` blocks of a file written by :func:`write_entries`."""
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(16)
+            if not head:
+                return
+            m, size = struct.unpack("<qq", head)
+            lens = np.frombuffer(f.read(8 * m), dtype=np.int64)
+            counts = np.frombuffer(f.read(8 * m), dtype=np.int64)
+            blob = np.frombuffer(f.read(size), dtype=np.uint8)
+            offs = np.zeros(m + 1, dtype=np.int64)
+            np.cumsum(lens, out=offs[1:])
+            yield blob, offs, counts
+
+
 # ------------------------------------------------------------------------------ passes
 
 @dataclass
@@ -224,19 +268,11 @@ class Run:
         for k in self.order.tolist():
             yield int(c[k]), bytes(b[o[k]:o[k + 1]])
 
-    def spill(self, folder: str, chunk: int = 1 << 16) -> "SpilledRun":
+    def spill(self, folder: str) -> "SpilledRun":
         """Write the run, in order, to a temporary file in ``folder``; free the memory."""
         path = os.path.join(folder, temp_name("count-run"))
         n = len(self.order)
-        with open(path, "xb") as f:
-            for lo in range(0, n, chunk):
-                hi = min(lo + chunk, n)
-                strings, lens = _spans.gather(self.blob, self.offs, self.order, lo, hi)
-                counts = self.counts[self.order[lo:hi]].astype(np.int64)
-                f.write(struct.pack("<qq", hi - lo, len(strings)))
-                f.write(lens.tobytes())
-                f.write(counts.tobytes())
-                f.write(strings)
+        write_entries(path, self.blob, self.offs, self.counts, self.order, 0, n)
         self.blob = np.zeros(0, dtype=np.uint8)
         self.offs = self.counts = self.order = np.zeros(0, dtype=np.int64)
         return SpilledRun(path, n)
@@ -254,20 +290,11 @@ class SpilledRun:
         return self.n
 
     def entries(self):
-        with open(self.path, "rb") as f:
-            while True:
-                head = f.read(16)
-                if not head:
-                    return
-                m, size = struct.unpack("<qq", head)
-                lens = np.frombuffer(f.read(8 * m), dtype=np.int64)
-                counts = np.frombuffer(f.read(8 * m), dtype=np.int64).tolist()
-                strings = f.read(size)
-                ends = np.cumsum(lens).tolist()
-                start = 0
-                for c, end in zip(counts, ends):
-                    yield c, strings[start:end]
-                    start = end
+        for blob, offs, counts in read_entries(self.path):
+            strings = blob.tobytes()
+            ends = offs.tolist()
+            for k, c in enumerate(counts.tolist()):
+                yield c, strings[ends[k]:ends[k + 1]]
 
     def remove(self):
         try:

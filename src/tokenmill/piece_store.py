@@ -37,6 +37,19 @@ PARTS = 64                   # files the spilled pieces are spread over (by a ha
 _HEAD = struct.Struct("<qq")  # a chunk: number of pieces, bytes of text; then lengths, counts, text
 
 
+def sum_pieces(chunks):
+    """``(buf, ends, counts)`` (the layout of :meth:`tokenmill._spans.PieceCounter.export`): the
+    pieces of ``chunks`` (batches of that layout), each once, with its counts added up.
+
+    The table is sized for every entry up front: chunks hold a table's contents in slot order,
+    and adding them in that order to a smaller table of the same hash piles them into a few
+    long probe runs (8 us per entry instead of 0.1 on zh.train's pieces)."""
+    counter = _spans.PieceCounter(sum(len(c[2]) for c in chunks) + 1)
+    for text, ends, counts in chunks:
+        counter.add_counted(text, ends, counts)
+    return counter.export()
+
+
 class PieceData:
     """Distinct pieces and their counts (see the module docstring)."""
 
@@ -109,15 +122,7 @@ class PieceData:
         for path in self._files:
             if not os.path.exists(path):
                 continue
-            chunks = list(_read_chunks(path))
-            # sized for every entry at once: the chunks hold the tables' contents in slot order,
-            # which a smaller table (same hash) would pile into a few long probe runs
-            counter = _spans.PieceCounter(sum(len(c[2]) for c in chunks) + 1)
-            for text, part_ends, part_counts in chunks:
-                counter.add_counted(text, part_ends, part_counts)
-            del chunks
-            text, part_ends, part_counts = counter.export()
-            del counter
+            text, part_ends, part_counts = sum_pieces(list(_read_chunks(path)))
             os.unlink(path)
             self._append(path, bytes(text), np.diff(part_ends), part_counts)
             self.count += len(part_counts)

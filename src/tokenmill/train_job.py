@@ -191,7 +191,7 @@ def segment_map(task) -> dict:
     """Task: cut one part into pieces with the n-gram model (built from the LM file), count
     them, and write them in partition files."""
     from .corpus.io import temp_name
-    from .count_job import write_entries
+    from .count_job import Partitions
     from .engine import fault_point
     from .trainer import MAX_CHUNK, _split_ranges, build_lm
 
@@ -205,22 +205,12 @@ def segment_map(task) -> dict:
     limit = max((parse_size(budget) - lm.nbytes) // 2, 8 << 20)
     corpus = _corpus(shard, spec, field, first, sample)
     counter = _spans.PieceCounter()
-    files = [None] * nparts
-    tag = temp_name("train-pieces")
+    out = Partitions(folder, temp_name("train-pieces"), nparts, PIECE_SALT)
 
     def flush():
         buf, ends, cnt = counter.export()
         counter.clear()
-        blob = np.frombuffer(bytes(buf), dtype=np.uint8)
-        parts = _spans.span_parts(blob, ends, nparts, PIECE_SALT)
-        order = np.argsort(parts, kind="stable").astype(np.int64)
-        bounds = np.searchsorted(parts[order], np.arange(nparts + 1))
-        for r in range(nparts):
-            lo, hi = int(bounds[r]), int(bounds[r + 1])
-            if hi > lo:
-                if files[r] is None:
-                    files[r] = os.path.join(folder, f"{tag}-{r}")
-                write_entries(files[r], blob, ends, cnt, order, lo, hi)
+        out.write(np.frombuffer(bytes(buf), dtype=np.uint8), ends, cnt)
 
     for buf, doc_ends in corpus.batches():
         ends = _ngram.chunk_ends(buf, doc_ends, spec.split_newlines, spec.isolate_digits, MAX_CHUNK)
@@ -234,25 +224,17 @@ def segment_map(task) -> dict:
     flush()
     fault_point("train-segment")
     corpus.close()
-    return {"files": files}
+    return {"files": out.files}
 
 
 def pieces_reduce(task) -> dict:
     """Task: add up one partition's piece counts, into a file."""
     from .corpus.io import temp_name
     from .count_job import read_entries, write_entries
+    from .piece_store import sum_pieces
 
     paths, folder = task
-    chunks = [c for p in paths for c in read_entries(p)]
-    # Room for every entry from the start: the files hold each map's pieces in the order of its
-    # table's slots, and adding them in that order to a smaller table (same hash) piles them
-    # into a few long probe runs (8 us per entry instead of 0.1 on zh.train).
-    counter = _spans.PieceCounter(sum(len(c[2]) for c in chunks) + 1)
-    for blob, offs, counts in chunks:
-        counter.add_counted(blob, offs, counts)
-    del chunks
-    buf, ends, counts = counter.export()
-    del counter
+    buf, ends, counts = sum_pieces([c for p in paths for c in read_entries(p)])
     out = os.path.join(folder, temp_name("train-pieces-sum"))
     n = len(counts)
     write_entries(out, np.frombuffer(bytes(buf), dtype=np.uint8), ends, counts, np.arange(n, dtype=np.int64), 0, n)
