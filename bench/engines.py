@@ -87,9 +87,10 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
+    ray_tmp = tempfile.mkdtemp(prefix="tm-ray-")     # Ray's session files, removed at the end
     subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={args.cpus}",
-                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True,
-                   capture_output=True, start_new_session=True)
+                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"], env=env,
+                   check=True, capture_output=True, start_new_session=True)
     rows = []
     try:
         model = args.model
@@ -127,6 +128,7 @@ def main():
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     print(f"\n{os.path.basename(args.train)}, {args.cpus} CPUs, best of {args.repeat}\n")
     print("| job | local | Ray | Ray / local | outputs identical |")
     print("|---|---:|---:|---:|---|")

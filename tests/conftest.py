@@ -79,9 +79,14 @@ def ray_cluster(tmp_path_factory):
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
     ray = _ray_cli()
+    # Ray's session files (logs, sockets) in a short folder of our own, removed at the end
+    import shutil
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="tm-ray-")
 
     def start(*args):
-        subprocess.run([ray, "start", *args, "--disable-usage-stats"], env=env, check=True,
+        subprocess.run([ray, "start", *args, "--disable-usage-stats", f"--temp-dir={ray_tmp}"], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                        timeout=120)
 
@@ -108,6 +113,7 @@ def ray_cluster(tmp_path_factory):
             pass
         subprocess.run([ray, "stop", "--force"], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
