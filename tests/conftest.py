@@ -41,10 +41,10 @@ def vocab_of(tok):
 # ----------------------------------------------------------------------------- Ray cluster
 
 def _ray_cli():
-    exe = Path(os.path.dirname(os.path.realpath(os.sys.executable))) / "ray"
-    if not exe.exists():
-        exe = Path(os.path.dirname(os.sys.executable)) / "ray"
-    return str(exe)
+    """The `ray` command of the Python running the tests (its virtualenv's)."""
+    import sys
+
+    return str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +54,11 @@ def ray_cluster(tmp_path_factory):
     three or more tasks at once has to use both). Yields
     ``(address, fault_dir)``: tasks die at a fault point whose file a test puts in
     ``fault_dir`` (see ``tokenmill.engine.fault_point``)."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
     import importlib.util
     import secrets
+    import socket
+    import subprocess
+    import time
 
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (pip install \".[test]\" or \"tokenmill[ray]\")")
