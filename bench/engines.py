@@ -74,6 +74,9 @@ def main():
     ap.add_argument("--model", default=None, help="model for encode-corpus (default: train one)")
     ap.add_argument("--shuffle-copies", type=int, default=10,
                     help="the shuffle's input is this many copies of --train (it takes a second locally)")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="the other jobs' input is this many copies of --train (to see the fixed costs "
+                         "of Ray amortized)")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
     if not os.path.exists(args.train):
@@ -95,18 +98,23 @@ def main():
     try:
         model = args.model
         wanted = args.jobs.split(",")
-        big = args.train
-        if "shuffle" in wanted and args.shuffle_copies > 1:
-            big = os.path.join(work, "shuffle-input.txt")
-            with open(big, "wb") as f, open(args.train, "rb") as src:
+        def copies(n, name):
+            if n <= 1:
+                return args.train
+            path = os.path.join(work, name)
+            with open(path, "wb") as f, open(args.train, "rb") as src:
                 data = src.read()
-                for _ in range(args.shuffle_copies):
+                for _ in range(n):
                     f.write(data)
+            return path
+
+        big = copies(args.shuffle_copies, "shuffle-input.txt") if "shuffle" in wanted else args.train
+        train = copies(args.copies, "input.txt")
         if "encode-corpus" in wanted and model is None:
             model = os.path.join(work, "bench-model.json")
-            run(["train", args.train, "--vocab-size", "32000", "-o", model, "--no-progress"], env)
+            run(["train", train, "--vocab-size", "32000", "-o", model, "--no-progress"], env)
         for name in wanted:
-            cmd, out_name = jobs(args.train, big, model)[name]
+            cmd, out_name = jobs(train, big, model)[name]
             best = {}
             outs = {}
             for rep in range(args.repeat):
@@ -129,7 +137,8 @@ def main():
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    print(f"\n{os.path.basename(args.train)}, {args.cpus} CPUs, best of {args.repeat}\n")
+    print(f"\n{os.path.basename(args.train)} x {args.copies} (shuffle: x {args.shuffle_copies}), "
+          f"{args.cpus} CPUs, best of {args.repeat}\n")
     print("| job | local | Ray | Ray / local | outputs identical |")
     print("|---|---:|---:|---:|---|")
     for r in rows:

@@ -25,15 +25,18 @@ class Shard:
 
 def plan_shards(paths: list[str], field: str | None, parts: int, shard_bytes: int | None = None,
                 min_bytes: int | None = None) -> list[Shard]:
-    """Cut the inputs into shards: ``parts`` of them in all when the plain files allow it (none
-    smaller than ``min_bytes``), none of more than ``shard_bytes`` of a plain file. With
-    ``field`` (JSON lines) every file is one shard."""
+    """Cut the inputs into shards: ``parts`` of them in all, or a multiple of ``parts`` when a
+    plain file would otherwise give shards of more than ``shard_bytes``; none smaller than
+    ``min_bytes``. With ``field`` (JSON lines) every file is one shard."""
     shard_bytes = shard_bytes or SHARD_BYTES
     min_bytes = min_bytes or MIN_SHARD_BYTES
     sizes = {p: input_size(p) for p in paths}
     plain = [p for p in paths if sizes[p] is not None and not compression_of(p) and field is None]
     total = sum(sizes[p] for p in plain)
-    step = max(min_bytes, min(shard_bytes, -(-total // max(parts, 1)) if total else shard_bytes))
+    parts = max(parts, 1)
+    # a multiple of ``parts`` in all, so that the last round of tasks keeps every CPU busy
+    rounds = max(1, -(-total // (shard_bytes * parts))) if total else 1
+    step = max(min_bytes, -(-total // (rounds * parts)) if total else shard_bytes)
     out = []
     for p in paths:
         if p not in plain:
