@@ -132,6 +132,20 @@ class _InPlace:
             self.file.close()
 
 
+_BUFFERS: dict = {}
+
+
+def _buffers(limit: int):
+    """The arrays buckets are loaded into, kept by the worker process from task to task (as a
+    local run keeps them from bucket to bucket: fresh memory is paged in and zeroed by the
+    kernel every time, which made the bucket step twice as slow)."""
+    buffers = _BUFFERS.get(limit)
+    if buffers is None:
+        _BUFFERS.clear()
+        buffers = _BUFFERS[limit] = sh._LeafBuffers(limit)
+    return buffers
+
+
 def shuffle_bucket(task) -> dict:
     """Task: shuffle bucket ``b`` (its pieces: ``(path, bytes, lines)`` per shard, in shard
     order) as a local run shuffles its bucket file, into a fresh file of the work folder, or,
@@ -151,16 +165,20 @@ def shuffle_bucket(task) -> dict:
         with (tio.AtomicOutputs(fsync=False) if target is None else _InPlace(*target)) as outs:
             sink = sh._Sink(out_path, n_lines, spec, plan.gather, outs)
             if node.cost <= plan.max_cost:
-                buf = np.empty(max(1, n_bytes), np.uint8)
-                at = 0
-                for path, size, _ in pieces:
-                    if size:
-                        sh._read_file(path, size, buf[at:])
-                        at += size
-                starts = sh._shuffle_leaf(buf, node, seed)
-                fault_point("shuffle-bucket")
-                sink.write_leaf(buf, n_bytes, starts, n_lines, None)
-                del buf, starts
+                buffers = _buffers(plan.max_cost)
+                pair = buffers.take(n_bytes, n_lines)
+                try:
+                    buf, at = pair[0], 0
+                    for path, size, _ in pieces:
+                        if size:
+                            sh._read_file(path, size, buf[at:])
+                            at += size
+                    starts = sh._shuffle_leaf(buf, node, seed, pair[1])
+                    fault_point("shuffle-bucket")
+                    sink.write_leaf(buf, n_bytes, starts, n_lines, None)
+                finally:
+                    buffers.give_back(pair)
+                del buf, starts, pair
             else:
                 joined = os.path.join(job._make_tempdir(), f"b{b}")
                 with open(joined, "xb") as f:
