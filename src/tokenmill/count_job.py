@@ -17,54 +17,17 @@ shards, partitions, nodes and retries.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _spans
-from .corpus.splits import Shard, byte_range, plan_shards  # noqa: F401 (Shard: re-exported)
+from .corpus.splits import ShardSource, plan_shards
 from .counting import read_entries, write_entries
-from .errors import InputError
 from .spec import CountSpec, parse_size
 
 PARTITIONS_PER_TASK = 2       # reduce partitions per CPU of the cluster
 PARTITION_SALT = 0x243F6A8885A308D3
-
-
-class ShardSource:
-    """A :class:`tokenmill.counting.TextSource` for one shard: ``(buf, lines)`` batches of its
-    whole lines, read by the task itself."""
-
-    def __init__(self, shard: Shard, field: str | None = None):
-        self.shard = shard
-        self.field = field
-
-    def total_bytes(self):
-        """The shard's size for a byte range (lets the counter size its tables early)."""
-        return self.shard.size if self.shard.end is not None else None
-
-    def close(self):
-        pass
-
-    def batches(self, batch_bytes: int):
-        from .counting import TextSource, line_blocks
-
-        sh = self.shard
-        if sh.end is None:
-            source = TextSource([sh.path], self.field)
-            try:
-                yield from source.batches(batch_bytes)
-            finally:
-                source.close()
-            return
-        try:
-            with open(sh.path, "rb") as f:
-                a, b = byte_range(f, sh)
-                f.seek(a)
-                yield from line_blocks(f, batch_bytes, b - a)
-        except OSError as exc:
-            raise InputError(sh.path, f"cannot read: {exc.strerror or exc}") from None
 
 
 class Partitions:
@@ -166,9 +129,9 @@ def count_shard(task) -> dict:
 def reduce_partition(task) -> dict:
     """Reduce task: add up one partition's counts from every shard (``entries``: how many
     there are in its files), keep those >= min_count, sort them and write them (at most
-    ``top``) to a fresh file. Returns ``{"file", "entries",
-    "distinct", "passes"}``."""
-    from .counting import SHARDS, Run, sort_entries
+    ``top``) to fresh files: one per pass, when they do not fit the budget at once. Returns
+    ``{"runs": [(file, entries)], "distinct", "passes"}``."""
+    from .counting import SHARDS, Run, remove_runs, sort_entries
 
     paths, entries, folder, budget, min_count, top = task
     table_budget = max(parse_size(budget) * 6 // 10, 4 << 20)
@@ -194,40 +157,10 @@ def reduce_partition(task) -> dict:
             if top is not None and len(order) > top:
                 order = order[:top].copy()
             runs.append(Run(blob, offs, counts, order).spill(folder))
-        from .counting import merged
-        from .corpus.io import temp_name
-
-        out = runs[0].path
-        if len(runs) > 1:   # one sorted file per partition: merge the passes' runs
-            out = os.path.join(folder, temp_name("count-reduce"))
-            blob_list, count_list = [], []
-            n = 0
-            for count, s in merged(runs, top):
-                blob_list.append(s)
-                count_list.append(count)
-                n += 1
-                if len(blob_list) == 1 << 16:
-                    _append_sorted(out, blob_list, count_list)
-                    blob_list, count_list = [], []
-            if blob_list:
-                _append_sorted(out, blob_list, count_list)
-            for r in runs:
-                r.remove()
-        else:
-            n = len(runs[0])
     except BaseException:
-        for r in runs:
-            r.remove()
+        remove_runs(runs)
         raise
-    return {"file": out, "entries": n, "distinct": distinct, "passes": passes}
-
-
-def _append_sorted(path, strings, counts):
-    blob = np.frombuffer(b"".join(strings), dtype=np.uint8)
-    offs = np.zeros(len(strings) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in strings], out=offs[1:])
-    write_entries(path, blob, offs, np.asarray(counts, dtype=np.int64),
-                  np.arange(len(strings), dtype=np.int64), 0, len(strings))
+    return {"runs": [(r.path, len(r)) for r in runs], "distinct": distinct, "passes": passes}
 
 
 def _remove(path):
@@ -252,9 +185,8 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
     one in-memory :class:`~tokenmill.counting.Run`) objects, ready for
     :func:`tokenmill.counting.merged`, and the figures of the job. Every task stays within
     ``memory``; the files the tasks exchange go to ``folder``."""
-    from .counting import SpilledRun
+    from .counting import SpilledRun, remove_runs
 
-    t0 = time.monotonic()
     tasks = engine.parallel_tasks
     budget = task_budget = parse_size(memory)     # each task stays within --memory
     shards = plan_shards(paths, what.field, tasks)
@@ -265,48 +197,37 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
     stats = {"lines": sum(m["lines"] for m in maps), "bytes": sum(m["bytes"] for m in maps),
              "units": sum(m["units"] for m in maps), "shards": len(shards), "partitions": nparts,
              "passes": max([m["passes"] for m in maps], default=1)}
-    stats["map_seconds"] = time.monotonic() - t0
     jobs = [([m["files"][r] for m in maps if m["files"][r] is not None],
              sum(m["entries"][r] for m in maps), folder, task_budget, min_count, top)
             for r in range(nparts)]
     jobs = [j for j in jobs if j[0]]
-    t1 = time.monotonic()
     reduced = engine.map(reduce_partition, jobs, label=f"{label} (reduce)", progress=progress)
-    stats["reduce_seconds"] = time.monotonic() - t1
     for m in maps:
         for p in m["files"]:
             if p is not None:
                 _remove(p)
     stats["distinct"] = sum(r["distinct"] for r in reduced)
     stats["passes"] = max([stats["passes"]] + [r["passes"] for r in reduced])
-    runs = [SpilledRun(r["file"], r["entries"]) for r in reduced if r["entries"]]
-    # Sorted partitions that fit a quarter of the budget are merged in memory, by the same
-    # compiled sort as a local run; larger ones are merged from their files.
-    size = sum(os.path.getsize(r.path) for r in runs)
-    if runs and size <= budget // 4:
+    runs = [SpilledRun(path, n) for r in reduced for path, n in r["runs"]]
+    remove_runs([r for r in runs if not len(r)])
+    runs = [r for r in runs if len(r)]
+    # Sorted runs that fit a quarter of the budget are merged in memory, by the same compiled
+    # sort as a local run; larger ones are merged from their files.
+    if runs and sum(os.path.getsize(r.path) for r in runs) <= budget // 4:
         runs = [_load_all(runs)]
-    stats["seconds"] = time.monotonic() - t0
     return runs, stats
 
 
 def _load_all(runs):
-    from .counting import Run, sort_entries
-
-    blobs, counts, lens = [], [], []
-    for r in runs:
-        for blob, offs, c in read_entries(r.path):
-            blobs.append(blob)
-            counts.append(c)
-            lens.append(np.diff(offs))
-        r.remove()
-    blob = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
-    count = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
-    offs = np.zeros(len(count) + 1, dtype=np.int64)
-    if lens:
-        np.cumsum(np.concatenate(lens), out=offs[1:])
+    """One in-memory :class:`~tokenmill.counting.Run` of the entries of spilled runs."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .counting import Run, concat_entries, remove_runs, sort_entries
+
+    blob, offs, counts = concat_entries(c for r in runs for c in read_entries(r.path))
+    blob = np.frombuffer(blob, dtype=np.uint8)
+    remove_runs(runs)
     threads = os.cpu_count() or 1
     with ThreadPoolExecutor(threads) as pool:
-        order = sort_entries(blob, offs, count, threads, pool)
-    return Run(blob, offs, count, order)
+        order = sort_entries(blob, offs, counts, threads, pool)
+    return Run(blob, offs, counts, order)

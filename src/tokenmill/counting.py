@@ -244,6 +244,19 @@ def read_entries(path: str):
             yield blob, offs, counts
 
 
+def concat_entries(chunks):
+    """``(blob, offs, counts)``: batches of that layout (string k of a batch is
+    ``blob[offs[k]:offs[k+1]]``; ``blob`` bytes or uint8 array) joined into one, ``blob`` as
+    ``bytes``. The batches are taken one at a time (a generator may free each source)."""
+    blobs, ends, counts, pos = [], [np.zeros(1, dtype=np.int64)], [], 0
+    for blob, offs, c in chunks:
+        blobs.append(blob)
+        ends.append(np.asarray(offs[1:], dtype=np.int64) + pos)
+        counts.append(np.asarray(c, dtype=np.int64))
+        pos += len(blob)
+    return b"".join(blobs), np.concatenate(ends), (np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64))
+
+
 # ------------------------------------------------------------------------------ passes
 
 @dataclass

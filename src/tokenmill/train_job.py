@@ -25,17 +25,20 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 import time
 
 import numpy as np
 
 from . import _ngram, _spans
-from .corpus.splits import plan_shards
+from .corpus.splits import count_documents, documents, plan_shards
 from .errors import TokenmillError
 from .spec import TrainerSpec, parse_size
 
 PARTITIONS_PER_TASK = 2
 ENTRY_BYTES_PER_INPUT_BYTE = 6  # n-gram entries the maps write, per byte of text (zh.train in 2 parts: 5.7)
+_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)
+PIECE_SALT = 0x452821E638D01377
 
 
 def partitions(input_bytes: int, budget: int, tasks: int) -> int:
@@ -44,8 +47,6 @@ def partitions(input_bytes: int, budget: int, tasks: int) -> int:
     much again while it sorts) would not fit in half of ``budget`` per task."""
     need = -(-ENTRY_BYTES_PER_INPUT_BYTE * 2 * input_bytes // max(budget // 2, 1))
     return max(PARTITIONS_PER_TASK * tasks, need)
-_KEY_MIX = np.uint64(0x9E3779B97F4A7C15)
-PIECE_SALT = 0x452821E638D01377
 
 
 # ----------------------------------------------------------------------- arrays in files
@@ -80,35 +81,20 @@ def _key_parts(keys, nparts: int):
 # --------------------------------------------------------------------------- documents
 
 def _corpus(shard, spec: TrainerSpec, field, first: int, sample: float):
-    from .count_job import ShardSource
+    """The trainer's :class:`~tokenmill.trainer.Corpus` over one input part whose first
+    document has number ``first`` (the sample is drawn by document number)."""
     from .trainer import Corpus
 
-    class ShardCorpus(Corpus):
+    class PartCorpus(Corpus):
         def _raw_documents(self):
-            if shard.end is None:
-                from .corpus.io import iter_documents
+            for batch in documents(shard, field):
+                yield from batch
 
-                yield from iter_documents([shard.path], field=self.field)
-                return
-            for buf, _ in ShardSource(shard).batches(1 << 20):
-                yield from buf.split(b"\n")
-
-    corpus = ShardCorpus([shard.path], field=field, normalizer=spec.normalizer)
+    corpus = PartCorpus([shard.path], field=field, normalizer=spec.normalizer)
     corpus.first = first
     if sample < 1:
         corpus.sample, corpus.seed = sample, spec.seed
     return corpus
-
-
-def count_documents(task):
-    """Task: ``(documents, bytes)`` of one input part, before sampling."""
-    shard, spec, field = task
-    corpus = _corpus(shard, spec, field, 0, 1.0)
-    n = size = 0
-    for doc in corpus._raw_documents():
-        n += 1
-        size += len(doc)
-    return n, size
 
 
 # ------------------------------------------------------------------------------- count
@@ -230,7 +216,7 @@ def segment_map(task) -> dict:
 def pieces_reduce(task) -> dict:
     """Task: add up one partition's piece counts, into a file."""
     from .corpus.io import temp_name
-    from .count_job import read_entries, write_entries
+    from .counting import read_entries, write_entries
     from .piece_store import sum_pieces
 
     paths, folder = task
@@ -241,6 +227,16 @@ def pieces_reduce(task) -> dict:
     return {"file": out, "pieces": n}
 
 
+def _load_kept(kept: list, keys: list, counts: list) -> None:
+    """Append the kept n-grams of the reduce tasks' files to ``keys`` / ``counts``; remove the
+    files."""
+    for k in kept:
+        a = read_arrays(k["file"])
+        keys.append(a[0].copy())
+        counts.append(a[1].copy())
+        os.unlink(k["file"])
+
+
 # ------------------------------------------------------------------------------ the job
 
 def train_on_engine(trainer, source, field):
@@ -248,8 +244,8 @@ def train_on_engine(trainer, source, field):
     from .corpus.io import expand_inputs
     from .engine import WorkFolder, make_engine
     from .piece_store import PieceData
-    from .trainer import _raise_min_count, _LM_BYTES_PER_KEY, _BASE_MEMORY, frequent_ngrams
-    from .count_job import read_entries
+    from .counting import concat_entries, read_entries
+    from .trainer import _BASE_MEMORY, fit_kept, frequent_ngrams
 
     spec = trainer.spec
     if isinstance(source, (str, os.PathLike)):
@@ -264,8 +260,6 @@ def train_on_engine(trainer, source, field):
     progress = spec.progress
     budget = spec.memory
     engine = make_engine(spec.engine, spec.ray_address, spec.workers)
-    import tempfile
-
     work_parent = os.path.abspath(spec.tmp or tempfile.gettempdir())
     t0 = time.monotonic()
     try:
@@ -274,7 +268,7 @@ def train_on_engine(trainer, source, field):
             sizes = [s.size for s in shards]
             firsts, sample = [0] * len(shards), 1.0
             if spec.sample_bytes is not None:
-                counted = engine.map(count_documents, [(s, spec, field) for s in shards], label="measure",
+                counted = engine.map(count_documents, [(s, field) for s in shards], label="measure",
                                      progress=progress, sizes=sizes)
                 firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()[:-1]
                 total = sum(c[1] for c in counted)
@@ -307,11 +301,7 @@ def train_on_engine(trainer, source, field):
             if positions == 0:
                 raise TokenmillError(f"{paths[0]}: no text to train on (empty corpus)")
             kept_keys, kept_counts = [], []
-            for k in kept:
-                a = read_arrays(k["file"])
-                kept_keys.append(a[0].copy())
-                kept_counts.append(a[1].copy())
-                os.unlink(k["file"])
+            _load_kept(kept, kept_keys, kept_counts)
             candidates = (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
             if spec.refine:
                 candidates = frequent_ngrams(np.concatenate(kept_keys), np.concatenate(kept_counts),
@@ -322,19 +312,9 @@ def train_on_engine(trainer, source, field):
                 write_arrays(windows_file, np.concatenate(kept_keys), np.concatenate(kept_counts))
                 maps2, kept2 = count_stage(spec.order, windows_file, f"count 8..{spec.order}-grams")
                 stats.count_passes += max(m["passes"] for m in maps2)
-                for k in kept2:
-                    a = read_arrays(k["file"])
-                    kept_keys.append(a[0].copy())
-                    kept_counts.append(a[1].copy())
-                    os.unlink(k["file"])
-            lm_min_count = spec.min_count
+                _load_kept(kept2, kept_keys, kept_counts)
             lm_budget = max(parse_size(spec.memory) - _BASE_MEMORY, 32 << 20)
-            while sum(x.nbytes * 2 for x in kept_keys) * (_LM_BYTES_PER_KEY / 16) > lm_budget:
-                lm_min_count = _raise_min_count(kept_counts, lm_min_count)
-                for i in range(len(kept_keys)):
-                    m = kept_counts[i] >= lm_min_count
-                    kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
-            stats.lm_min_count = lm_min_count
+            stats.lm_min_count = fit_kept(kept_keys, kept_counts, spec.min_count, lm_budget)
             stats.candidates = len(candidates[0]) if spec.refine else 0
             stats.ngrams = sum(len(k) for k in kept_keys)
             trainer._candidates = candidates
@@ -359,22 +339,18 @@ def train_on_engine(trainer, source, field):
                         os.unlink(p)
             data = PieceData(spec.tmp)
             try:
+                # the pieces stay in memory if they fit the trainer's share for them, as locally
                 total = sum(os.path.getsize(s["file"]) for s in summed)
                 piece_budget = trainer.piece_budget or max((parse_size(spec.memory) - _BASE_MEMORY) // 2, 8 << 20)
-                bufs, ends, counts, offset = [], [np.zeros(1, np.int64)], [], 0
+                chunks = (c for s in summed for c in read_entries(s["file"]))
+                if total > piece_budget:
+                    for blob, offs, c in chunks:
+                        data.spill(blob.tobytes(), offs, c)
+                    data.finish(b"", np.zeros(1, np.int64), np.zeros(0, np.int64))
+                else:
+                    data.finish(*concat_entries(chunks))
                 for s in summed:
-                    for blob, offs, c in read_entries(s["file"]):
-                        if total > piece_budget:
-                            data.spill(blob.tobytes(), offs, c)
-                        else:
-                            bufs.append(blob.tobytes())
-                            ends.append(offs[1:] + offset)
-                            counts.append(c)
-                            offset += len(blob)
                     os.unlink(s["file"])
-                data.finish(b"".join(bufs), np.concatenate(ends),
-                            np.concatenate(counts) if counts else np.zeros(0, np.int64))
-                del bufs, ends, counts
                 stats.lm_pieces = data.count
                 stats.piece_spills = data.spills
                 stats.piece_spill_bytes = data.spilled_bytes

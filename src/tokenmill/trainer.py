@@ -47,7 +47,7 @@ import numpy as np
 
 from . import _lattice, _ngram, _spans
 from .corpus.io import prefetch
-from .counting import TableSizer
+from .counting import TableSizer, concat_entries
 from .errors import InputError, TokenmillError
 from .piece_store import PieceData
 from .spec import NormalizerSpec, TrainerSpec, parse_size
@@ -65,6 +65,17 @@ def _raise_min_count(counts_list, current):
     allc = np.concatenate(counts_list)
     q = int(np.quantile(allc, 0.1, method="lower")) + 1
     return max(current + 1, q)
+
+
+def fit_kept(kept_keys, kept_counts, min_count, budget) -> int:
+    """Raise the count threshold (from ``min_count``) until the kept n-grams (lists of arrays,
+    filtered in place) and the LM made of them fit ``budget``; returns the threshold."""
+    while sum(x.nbytes * 2 for x in kept_keys) * (_LM_BYTES_PER_KEY / 16) > budget:
+        min_count = _raise_min_count(kept_counts, min_count)
+        for i in range(len(kept_keys)):
+            m = kept_counts[i] >= min_count
+            kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
+    return min_count
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -396,11 +407,7 @@ class Trainer:
             kept_keys.append(k)
             kept_counts.append(c)
             # the kept n-grams must leave room for the table of the next pass and the LM
-            while sum(x.nbytes * 2 for x in kept_keys) * (_LM_BYTES_PER_KEY / 16) > budget:
-                self._min_count = _raise_min_count(kept_counts, self._min_count)
-                for i in range(len(kept_keys)):
-                    m = kept_counts[i] >= self._min_count
-                    kept_keys[i], kept_counts[i] = kept_keys[i][m], kept_counts[i][m]
+            self._min_count = fit_kept(kept_keys, kept_counts, self._min_count, budget)
         return kept_keys, kept_counts
 
     def _candidate_budget(self) -> int:
@@ -451,18 +458,8 @@ class Trainer:
                             c.clear()
             del lm, unigram, unigram_log_counts
             lm_holder.clear()
-            bufs, ends_list, counts_list, offset = [], [], [], 0
-            for i in range(T):
-                b, e, c = counters[i].export()
-                counters[i].clear()
-                bufs.append(b)
-                ends_list.append(e[:-1] + offset if i < T - 1 else e + offset)
-                counts_list.append(c)
-                offset += len(b)
+            data.finish(*concat_entries(_exported(counters)))
             del counters
-            buf = b"".join(bufs)
-            del bufs
-            data.finish(buf, np.concatenate(ends_list), np.concatenate(counts_list))
         except BaseException:
             data.close()
             raise
@@ -523,6 +520,14 @@ class Trainer:
             self.stats.kept[size] = len(vocab)
         self._phase("write", t0)
         return models
+
+
+def _exported(counters):
+    """The contents of each piece counter in turn, each emptied once exported."""
+    for c in counters:
+        out = c.export()
+        c.clear()
+        yield out
 
 
 def _describe(corpus) -> str:

@@ -25,28 +25,9 @@ import numpy as np
 
 from ..errors import TokenmillError
 from . import io as tio
-from .splits import plan_shards
+from .splits import count_documents, documents, plan_shards
 
 COPY_TOKENS = 1 << 22          # tokens copied at a time when a shard is written without copy_file_range
-
-
-def _documents(split, field):
-    """Batches (lists) of the documents of one input part, as a local run reads them."""
-    from ..count_job import ShardSource
-    from .shards import _BATCH_BYTES, _batches
-    from .io import iter_documents
-
-    if field is not None:
-        yield from _batches(iter_documents([split.path], field), _BATCH_BYTES)
-        return
-    for buf, _ in ShardSource(split).batches(_BATCH_BYTES):
-        yield buf.split(b"\n")
-
-
-def count_documents(task) -> int:
-    """Task: the number of documents of one input part."""
-    split, field = task
-    return sum(len(batch) for batch in _documents(split, field))
 
 
 _LOADED: dict = {}
@@ -86,7 +67,7 @@ def encode_split(task) -> dict:
     index, n_tokens, n_bytes = first, 0, 0
     try:
         with open(tokens_path, "xb") as ft, open(lengths_path, "xb") as fl:
-            for batch in _documents(split, field):
+            for batch in documents(split, field):
                 if normalize:
                     batch = [tok._to_bytes(d) for d in batch]
                 seeds = [_seed_state(seed + index + k) for k in range(len(batch))] if alpha >= 0 else None
@@ -216,9 +197,9 @@ def encode_on_engine(job, spec, started: float):
             sizes = [s.size for s in splits]
             firsts = [0] * len(splits)
             if alpha >= 0:
-                counts = engine.map(count_documents, [(s, spec.field) for s in splits],
-                                    label="encode-corpus (count documents)", progress=progress, sizes=sizes)
-                firsts = np.concatenate([[0], np.cumsum(counts)]).tolist()[:-1]
+                counted = engine.map(count_documents, [(s, spec.field) for s in splits],
+                                     label="encode-corpus (count documents)", progress=progress, sizes=sizes)
+                firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()[:-1]
             model_text = job.tok.to_json()
             parts = engine.map(encode_split, [(s, firsts[i], model_text, spec.field, alpha, spec.seed,
                                                job.bos, job.eos, dtype, work.path)

@@ -1,13 +1,17 @@
 """Input splits for tasks: a plain file is cut into byte ranges, each owning the lines that
 start in it; a compressed file (or one read as JSON lines) is read whole by one task.
 
-Tasks find their own line boundaries (:func:`line_start`), so the driver reads nothing.
+Tasks find their own line boundaries (:func:`line_start`), so the driver reads nothing. They
+read their part as batches of lines (:class:`ShardSource`) or of documents
+(:func:`documents`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from .io import compression_of, input_size
+from ..errors import InputError
+from .io import compression_of, input_size, iter_documents
 
 SHARD_BYTES = 64 << 20        # a plain file is cut into ranges of at most this size
 MIN_SHARD_BYTES = 1 << 20     # ... and at least this size
@@ -70,9 +74,65 @@ def line_start(f, pos: int, size: int) -> int:
 
 def byte_range(f, shard: Shard) -> tuple:
     """``(a, b)``: the bytes of the open file ``f`` that hold ``shard``'s lines."""
-    import os
-
     size = os.fstat(f.fileno()).st_size
     a = line_start(f, shard.start, size)
     b = line_start(f, shard.end, size) if shard.end < size else size
     return a, b
+
+
+class ShardSource:
+    """A :class:`tokenmill.counting.TextSource` for one shard: ``(buf, lines)`` batches of its
+    whole lines, read by the task itself."""
+
+    def __init__(self, shard: Shard, field: str | None = None):
+        self.shard = shard
+        self.field = field
+
+    def total_bytes(self):
+        """The shard's size for a byte range (lets the counter size its tables early)."""
+        return self.shard.size if self.shard.end is not None else None
+
+    def close(self):
+        pass
+
+    def batches(self, batch_bytes: int):
+        from ..counting import TextSource, line_blocks
+
+        sh = self.shard
+        if sh.end is None:
+            source = TextSource([sh.path], self.field)
+            try:
+                yield from source.batches(batch_bytes)
+            finally:
+                source.close()
+            return
+        try:
+            with open(sh.path, "rb") as f:
+                a, b = byte_range(f, sh)
+                f.seek(a)
+                yield from line_blocks(f, batch_bytes, b - a)
+        except OSError as exc:
+            raise InputError(sh.path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def documents(shard: Shard, field: str | None = None, batch_bytes: int = 1 << 19):
+    """Batches (lists of ``bytes``) of the documents of ``shard``, as
+    :func:`tokenmill.corpus.io.iter_documents` reads them from the whole file: every line
+    without its newline, or with ``field`` that field of each JSON line."""
+    if field is not None:
+        from .shards import _batches
+
+        yield from _batches(iter_documents([shard.path], field), batch_bytes)
+        return
+    for buf, _ in ShardSource(shard).batches(batch_bytes):
+        yield buf.split(b"\n")
+
+
+def count_documents(task) -> tuple:
+    """Task: ``(documents, bytes)`` of ``shard`` (``task`` is ``(shard, field)``)."""
+    shard, field = task
+    n = size = 0
+    for batch in documents(shard, field):
+        n += len(batch)
+        size += sum(map(len, batch))
+    return n, size
