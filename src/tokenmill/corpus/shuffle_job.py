@@ -78,16 +78,15 @@ def _reader(shard, plan, memory: str):
 
 # ------------------------------------------------------------------------------- tasks
 
-def count_lines(task) -> tuple:
-    """Task: ``(lines, bytes)`` of one shard (a last line without a newline counts with one)."""
+def count_lines(task) -> int:
+    """Task: the lines of one shard (a last line without a newline counts as one)."""
     shard, plan, memory = task
     reader = _reader(shard, plan, memory)
-    lines = size = 0
+    lines = 0
     for buf, n in reader:
         lines += sh._k.count_lines(buf, n)
-        size += n
         reader.release(buf)
-    return lines, size
+    return lines
 
 
 def scatter_shard(task) -> dict:
@@ -231,7 +230,7 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
             sizes = [s.size for s in shards]
             counted = engine.map(count_lines, [(s, plan, spec.memory) for s in shards],
                                  label="shuffle (count lines)", progress=progress, sizes=sizes)
-            firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()
+            firsts = np.concatenate([[0], np.cumsum(counted)]).tolist()
             key = ref.derive_key(job.seed, ref.SCATTER, ())
             scattered = engine.map(
                 scatter_shard, [(s, firsts[i], key, k, plan, spec.memory, work.path) for i, s in enumerate(shards)],
