@@ -21,15 +21,6 @@ cdef extern from "sys/mman.h" nogil:
     void *MAP_FAILED
 
 
-cdef extern from *:
-    """
-    #ifndef MADV_POPULATE_WRITE
-    #define MADV_POPULATE_WRITE 23
-    #endif
-    """
-    int MADV_POPULATE_WRITE
-
-
 cdef enum:
     BIG_BLOCK = 4 << 20       # blocks this large are mapped directly, on 2 MB pages
 
@@ -37,17 +28,23 @@ cdef enum:
 cdef inline void *zeroed_alloc(size_t size) noexcept nogil:
     """``size`` zero bytes, 64-byte aligned, or NULL; release with :func:`zeroed_free`."""
     cdef void *p = NULL
+    cdef volatile char *q
+    cdef size_t done = 0
     if size >= BIG_BLOCK:
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if p == MAP_FAILED:
             return NULL
         madvise(p, size, MADV_HUGEPAGE)
-        # Fault the pages in now, for writing. Otherwise a table's first access to a 2 MB
-        # page is often a read (probing an empty slot), which maps the shared zero page, and
-        # the first write then replaces it: a second fault and a TLB flush that interrupts the
-        # other threads (5 % of a 2-thread count in perf). The pages get written anyway: keys
-        # are spread over the whole table. Kernels before 5.14 refuse (EINVAL): no harm done.
-        madvise(p, size, MADV_POPULATE_WRITE)
+        # Fault the pages in now, by writing to each. Otherwise a table's first access to a
+        # 2 MB page is often a read (probing an empty slot), which maps the shared zero page,
+        # and the first write then replaces it: a second fault and a TLB flush that interrupts
+        # the other threads (5 % of a 2-thread count in perf). Faults by writes, unlike
+        # MADV_POPULATE_WRITE, do not hold the address-space lock that every other thread's
+        # mmap needs, so threads growing their tables at once fault in parallel.
+        q = <volatile char *> p
+        while done < size:
+            q[done] = 0
+            done += 4096
         return p
     if posix_memalign(&p, 64, size if size else 64) != 0:
         return NULL
