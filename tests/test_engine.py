@@ -3,6 +3,7 @@ and on a two-node Ray cluster that the tests start themselves (``ray_cluster`` i
 also when a task is killed midway; the error without Ray."""
 from __future__ import annotations
 
+import gzip
 import os
 import random
 import subprocess
@@ -80,11 +81,38 @@ def test_count_tasks_on_the_local_engine_equal_a_local_count(tmp_path, small_sha
     work = tmp_path / "work"
     work.mkdir()
     runs, stats = count_job.run_count(LocalEngine(tasks=3), paths, spec, str(work), False)
-    assert stats["shards"] > 3 and stats["partitions"] == 6
+    assert stats["shards"] > 3 and stats["groups"] == 3 and stats["partitions"] == 6
     got = [(c, s) for c, s in merged(runs)]
     remove_runs(runs)
     space = (lambda s: s.decode("utf-8", "surrogateescape")) if unit != "byte" else (lambda s: s)
     assert [(space(s), c) for c, s in got] == want
+    assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("memory,top", [("1G", None), ("1G", 50), ("128M", None)])
+def test_one_group_of_count_tasks_is_final_without_a_reduce(tmp_path, small_shards, memory, top):
+    """One group (a one-node cluster): the map task sorts and writes the final counts itself,
+    in several passes when they do not fit its memory, and equals a local count."""
+    rng = random.Random(9)
+    paths = []
+    for k in range(2):
+        p = tmp_path / f"in{k}.txt"
+        p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(60))
+                               for _ in range(4000)), encoding="utf-8")
+        paths.append(str(p))
+    from tokenmill.counting import merged, remove_runs
+    from tokenmill.spec import CountSpec
+
+    spec = CountSpec(unit="char", order=3, min_count=1, top=top, memory=memory, progress=False)
+    want = count_ngrams(paths, spec=spec).items
+    work = tmp_path / "work"
+    work.mkdir()
+    runs, stats = count_job.run_count(LocalEngine(workers=2), paths, spec, str(work), False)
+    assert stats["groups"] == 1 and stats["partitions"] == 0 and stats["shards"] > 2
+    assert (stats["passes"] > 1) == (memory != "1G")
+    got = list(merged(runs, top))
+    remove_runs(runs)
+    assert [(s.decode("utf-8"), c) for c, s in got] == want
     assert os.listdir(work) == []
 
 
@@ -94,7 +122,7 @@ def test_a_reduce_that_does_not_fit_makes_more_passes(tmp_path, small_shards):
     p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(30)) for _ in range(5000)))
     spec = count_job.Units("char", 4)
     work = str(tmp_path)
-    maps = [count_job.count_shard((sh, spec, work, 1, "256M", 1))
+    maps = [count_job.count_group(([sh], spec, work, 1, "256M", 1, None))
             for sh in plan_shards([str(p)], None, 4, min_bytes=1 << 12)]
     files = [m["files"][0] for m in maps]
     entries = sum(m["entries"][0] for m in maps)
@@ -154,10 +182,14 @@ def test_count_on_two_ray_nodes_equals_the_local_count(tmp_path, ray_cluster, sm
     assert sorted(os.listdir(tmp_path)) == ["in0.txt", "in1.txt", "local.tsv", "ray.tsv"]
 
 
-def test_a_count_task_killed_midway_is_retried_and_the_counts_stay_exact(tmp_path, ray_cluster, small_shards):
+@pytest.mark.parametrize("name", ["in.txt", "in.txt.gz"])
+def test_a_count_task_killed_midway_is_retried_and_the_counts_stay_exact(tmp_path, ray_cluster, small_shards, name):
+    """A plain file makes several groups of shards, with a reduce; a compressed one makes one
+    shard, whose task writes the final counts itself."""
     address, fault_dir = ray_cluster
-    p = tmp_path / "in.txt"
-    p.write_bytes(_text(20, 5000))
+    p = tmp_path / name
+    data = _text(20, 5000)
+    p.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     local = tmp_path / "local.tsv"
     on_ray = tmp_path / "ray.tsv"
     count_ngrams([str(p)], local, unit="char", order=2, progress=False)
@@ -166,7 +198,7 @@ def test_a_count_task_killed_midway_is_retried_and_the_counts_stay_exact(tmp_pat
     count_ngrams([str(p)], on_ray, unit="char", order=2, progress=False, engine="ray", ray_address=address)
     assert not armed.exists()          # a task did die there
     assert on_ray.read_bytes() == local.read_bytes()
-    assert sorted(os.listdir(tmp_path)) == ["in.txt", "local.tsv", "ray.tsv"]
+    assert sorted(os.listdir(tmp_path)) == sorted([name, "local.tsv", "ray.tsv"])
 
 
 def test_count_cli_on_ray(tmp_path, ray_cluster):

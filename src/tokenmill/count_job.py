@@ -1,18 +1,23 @@
 """``tokenmill count`` as tasks on an engine (``--engine ray``; see :mod:`tokenmill.engine`).
 
-1. *Map*, one task per input shard (a plain file is cut into byte ranges, each owning the lines
-   that start in it; a compressed file or a JSON-lines file with ``--field`` is one shard): the
-   shard is counted with the same compiled counter as a local run, within the task's share of
-   ``--memory``, and its counts are written to one file per *partition* (a hash of the n-gram
-   picks the partition).
-2. *Reduce*, one task per partition: the counts of that partition from every shard are added
-   up (in further passes over its files if they do not fit), ``--min-count`` is applied, and the
-   result is sorted and written (``--top`` of it at most: the overall top K is among them).
+1. *Map*, one task per group of input shards (a plain file is cut into byte ranges, each owning
+   the lines that start in it; a compressed file or a JSON-lines file with ``--field`` is one
+   shard), with as many groups as the cluster runs tasks of a node's CPUs at once
+   (``engine.node_tasks``): each task counts its group with the same compiled counter as a
+   local run, on the node's threads, within ``--memory``, and writes its counts to one file per
+   *partition* (a hash of the n-gram picks the partition).
+2. *Reduce*, one task per partition: the counts of that partition from every group are added
+   up (in further passes over its files if they do not fit), ``--min-count`` is applied, and
+   the result is sorted and written (``--top`` of it at most: the overall top K is among them).
 3. The driver merges the sorted partitions into the TSV, exactly as a local run with several
    passes merges its passes.
 
+When there is one group (a cluster of one node, or inputs that make one shard), its counts are
+already complete: the map task applies ``--min-count``, sorts and writes each pass's result
+itself, as a local run does, and there is no reduce.
+
 The counts are exact, so the output is the local run's byte for byte, whatever the number of
-shards, partitions, nodes and retries.
+shards, groups, partitions, nodes and retries.
 """
 from __future__ import annotations
 
@@ -101,18 +106,52 @@ def make_units(what: Units):
     raise ValueError(f"unknown units {what.kind!r}")
 
 
-def count_shard(task) -> dict:
-    """Map task: count one shard; write its counts, split into partitions, to fresh files in
-    the work folder. Returns ``{"files": [path or None per partition], "entries": [how many
-    per partition], "lines", "bytes", "units", "passes"}``."""
-    from .counting import PassCounter
-    from .corpus.io import temp_name
+class GroupSource:
+    """A :class:`tokenmill.counting.TextSource` for a group of shards, read one after the other."""
 
-    shard, what, folder, nparts, budget, threads = task
+    def __init__(self, shards: list, field: str | None = None):
+        self.sources = [ShardSource(sh, field) for sh in shards]
+
+    def total_bytes(self):
+        sizes = [src.total_bytes() for src in self.sources]
+        return None if None in sizes else sum(sizes)
+
+    def close(self):
+        pass
+
+    def batches(self, batch_bytes: int):
+        for src in self.sources:
+            yield from src.batches(batch_bytes)
+
+
+def count_group(task) -> dict:
+    """Map task: count a group of shards on ``threads`` threads. With ``final`` None, write its
+    counts, split into partitions, to fresh files in the work folder, and return ``{"files":
+    [path or None per partition], "entries": [how many per partition], "lines", "bytes",
+    "units", "passes"}``. With ``final = (min_count, top)`` (the only group: its counts are
+    complete), write each pass's entries with count >= min_count, sorted (``top`` at most), and
+    return ``{"runs": [(file, entries)], "distinct", ...}`` as :func:`reduce_partition` does."""
+    from .counting import PassCounter, Run, remove_runs
+    from .corpus.io import temp_name
+    from .engine import fault_point
+
+    shards, what, folder, nparts, budget, threads, final = task
     units = make_units(what)
     order = 1 if what.kind == "cut" else what.order       # a cut piece is one unit
-    counter = PassCounter(ShardSource(shard, what.field), units, order, memory=budget,
+    counter = PassCounter(GroupSource(shards, what.field), units, order, memory=budget,
                           workers=threads, progress=False, label="count", tmp_dir=folder)
+    if final is not None:
+        runs = []
+        try:
+            runs = counter.run(*final)
+            runs = [r.spill(folder) if isinstance(r, Run) else r for r in runs]
+            fault_point("count-map")        # tests: a task killed with its runs written
+        except BaseException:
+            remove_runs(runs)
+            raise
+        st = counter.stats
+        return {"runs": [(r.path, len(r)) for r in runs], "distinct": st.distinct, "lines": st.lines,
+                "bytes": st.bytes, "units": st.units, "passes": st.passes}
     out = Partitions(folder, temp_name("count-map"), nparts, PARTITION_SALT)
     try:
         for blob, offs, counts in counter.passes(1):
@@ -124,6 +163,18 @@ def count_shard(task) -> dict:
     st = counter.stats
     return {"files": out.files, "entries": out.entries, "lines": st.lines, "bytes": st.bytes,
             "units": st.units, "passes": st.passes}
+
+
+def group_shards(shards: list, groups: int) -> list[list]:
+    """``shards`` dealt into at most ``groups`` groups of about equal bytes (largest first,
+    each to the lightest group; ties to the first), each group in input order."""
+    load = [0] * max(1, min(groups, len(shards)))
+    members: list[list[int]] = [[] for _ in load]
+    for k in sorted(range(len(shards)), key=lambda k: -shards[k].size):
+        g = load.index(min(load))
+        members[g].append(k)
+        load[g] += shards[k].size
+    return [[shards[k] for k in sorted(m)] for m in members if m]
 
 
 def reduce_partition(task) -> dict:
@@ -187,16 +238,35 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
     ``memory``; the files the tasks exchange go to ``folder``."""
     from .counting import SpilledRun, remove_runs
 
-    tasks = engine.parallel_tasks
     budget = task_budget = parse_size(memory)     # each task stays within --memory
-    shards = plan_shards(paths, what.field, tasks)
-    nparts = max(1, PARTITIONS_PER_TASK * tasks)
-    maps = engine.map(count_shard, [(sh, what, folder, nparts, task_budget, engine.task_threads)
-                                    for sh in shards],
-                      label=f"{label} (map)", progress=progress, sizes=[sh.size for sh in shards])
+    groups = group_shards(plan_shards(paths, what.field, engine.node_tasks), engine.node_tasks)
+    nparts = max(1, PARTITIONS_PER_TASK * engine.parallel_tasks)
+    final = (min_count, top) if len(groups) == 1 else None
+    maps = engine.map(count_group, [(g, what, folder, nparts, task_budget, engine.node_threads, final)
+                                    for g in groups],
+                      label=f"{label} (map)", progress=progress, sizes=[sum(sh.size for sh in g) for g in groups],
+                      cpus=engine.node_threads)
     stats = {"lines": sum(m["lines"] for m in maps), "bytes": sum(m["bytes"] for m in maps),
-             "units": sum(m["units"] for m in maps), "shards": len(shards), "partitions": nparts,
-             "passes": max([m["passes"] for m in maps], default=1)}
+             "units": sum(m["units"] for m in maps), "shards": sum(map(len, groups)), "groups": len(groups),
+             "partitions": 0 if final else nparts, "passes": max([m["passes"] for m in maps], default=1)}
+    if final:
+        reduced = maps
+    else:
+        reduced = _reduce(engine, maps, nparts, folder, task_budget, min_count, top, label, progress)
+    stats["distinct"] = sum(r["distinct"] for r in reduced)
+    stats["passes"] = max([stats["passes"]] + [r.get("passes", 1) for r in reduced])
+    runs = [SpilledRun(path, n) for r in reduced for path, n in r["runs"]]
+    remove_runs([r for r in runs if not len(r)])
+    runs = [r for r in runs if len(r)]
+    # Sorted runs that fit a quarter of the budget are merged in memory, by the same compiled
+    # sort as a local run; larger ones are merged from their files.
+    if runs and sum(os.path.getsize(r.path) for r in runs) <= budget // 4:
+        runs = [_load_all(runs)]
+    return runs, stats
+
+
+def _reduce(engine, maps, nparts, folder, task_budget, min_count, top, label, progress):
+    """The reduce tasks' results, one per partition that any map wrote to."""
     jobs = [([m["files"][r] for m in maps if m["files"][r] is not None],
              sum(m["entries"][r] for m in maps), folder, task_budget, min_count, top)
             for r in range(nparts)]
@@ -206,16 +276,7 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
         for p in m["files"]:
             if p is not None:
                 _remove(p)
-    stats["distinct"] = sum(r["distinct"] for r in reduced)
-    stats["passes"] = max([stats["passes"]] + [r["passes"] for r in reduced])
-    runs = [SpilledRun(path, n) for r in reduced for path, n in r["runs"]]
-    remove_runs([r for r in runs if not len(r)])
-    runs = [r for r in runs if len(r)]
-    # Sorted runs that fit a quarter of the budget are merged in memory, by the same compiled
-    # sort as a local run; larger ones are merged from their files.
-    if runs and sum(os.path.getsize(r.path) for r in runs) <= budget // 4:
-        runs = [_load_all(runs)]
-    return runs, stats
+    return reduced
 
 
 def _load_all(runs):
@@ -227,6 +288,8 @@ def _load_all(runs):
     blob, offs, counts = concat_entries(c for r in runs for c in read_entries(r.path))
     blob = np.frombuffer(blob, dtype=np.uint8)
     remove_runs(runs)
+    if len(runs) == 1:                  # already in order
+        return Run(blob, offs, counts, np.arange(len(counts), dtype=np.int64))
     threads = os.cpu_count() or 1
     with ThreadPoolExecutor(threads) as pool:
         order = sort_entries(blob, offs, counts, threads, pool)

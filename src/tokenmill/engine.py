@@ -16,7 +16,11 @@ engine. What a task must do to run on a cluster:
   with the work folder.
 
 The local engine runs the items one after the other in this process (each task uses all the
-threads the job was given); Ray runs one task per CPU of the cluster, one thread each.
+threads the job was given). Ray runs one task per CPU of the cluster, one thread each, or, for
+a map called with ``cpus=engine.node_threads``, tasks of that many CPUs and threads
+(``node_threads``: the CPUs of the smallest node, so that such a task fits any node): a
+counting task that fills a node with threads sharing one table reads its part of the input
+once and writes each n-gram it found once, where one-CPU tasks would each write their own.
 """
 from __future__ import annotations
 
@@ -35,11 +39,12 @@ class LocalEngine:
     name = "local"
 
     def __init__(self, workers: int = 0, tasks: int = 1):
-        self.task_threads = workers or os.cpu_count() or 1
-        self.parallel_tasks = max(1, tasks)
+        self.node_threads = workers or os.cpu_count() or 1
+        self.parallel_tasks = self.node_tasks = max(1, tasks)
 
-    def map(self, fn, items, label: str = "tasks", progress: bool = False, sizes=None) -> list:
-        """``[fn(item) for item in items]``; ``sizes``: bytes of input per item (progress)."""
+    def map(self, fn, items, label: str = "tasks", progress: bool = False, sizes=None, cpus: int = 1) -> list:
+        """``[fn(item) for item in items]``; ``sizes``: bytes of input per item (progress);
+        ``cpus`` is for Ray (here every task has the job's threads)."""
         from .progress import Progress
 
         items = list(items)
@@ -88,20 +93,25 @@ class RayEngine:
                 quiet.setLevel(level)
             self._owned = address is None and not os.environ.get("RAY_ADDRESS")
         self.parallel_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.task_threads = 1
+        cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        cpus = [c for c in cpus if c > 0] or [1]
+        self.node_threads = min(cpus)        # a task of this many CPUs fits on any node
+        self.node_tasks = max(1, sum(c // self.node_threads for c in cpus))
         self.tasks = 0
         self.nodes_used: set = set()
         # spread over the nodes: a data-parallel job wants every node reading its share
         self._remote = ray.remote(num_cpus=1, max_retries=retries, scheduling_strategy="SPREAD")(_call)
 
-    def map(self, fn, items, label: str = "tasks", progress: bool = False, sizes=None) -> list:
-        """``[fn(item) for item in items]``, as Ray tasks; ``sizes``: bytes of input per item."""
+    def map(self, fn, items, label: str = "tasks", progress: bool = False, sizes=None, cpus: int = 1) -> list:
+        """``[fn(item) for item in items]``, as Ray tasks of ``cpus`` CPUs each (at most
+        ``node_threads``); ``sizes``: bytes of input per item."""
         from .progress import Progress
 
         ray = self.ray
         items = list(items)
         sizes = sizes or [0] * len(items)
-        refs = [self._remote.remote(fn, item) for item in items]
+        remote = self._remote if cpus == 1 else self._remote.options(num_cpus=min(cpus, self.node_threads))
+        refs = [remote.remote(fn, item) for item in items]
         index = {ref: k for k, ref in enumerate(refs)}
         out = [None] * len(refs)
         pending = list(refs)
