@@ -216,3 +216,26 @@ def test_memory_budget_is_honoured(tmp_path):
     assert hwm_mb <= budget + 16, (hwm_mb, r.stderr)
     n_lines = sum(1 for _ in open(out, "rb"))
     assert n_lines > 1_000_000
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_sorting_the_entries_on_threads_equals_sorted(threads):
+    """The threaded sort (buckets split at sampled keys) gives the order of ``sorted`` by count
+    descending, then bytes: many equal counts, strings sharing 8-byte prefixes, empty ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from tokenmill.counting import sort_entries
+
+    rng = random.Random(threads)
+    strings = [bytes(rng.choice(b"ab") for _ in range(rng.choice([0, 3, 8, 9, 12]))) + bytes([rng.randrange(256)]) * rng.randrange(2)
+               for _ in range(20000)]
+    counts = [rng.choice([1, 1, 1, 2, 3, 7, 1000]) for _ in strings]
+    offs = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in strings], out=offs[1:])
+    blob = np.frombuffer(b"".join(strings), dtype=np.uint8)
+    with ThreadPoolExecutor(threads) as pool:
+        order = sort_entries(blob, offs, np.array(counts, dtype=np.int64), threads, pool)
+    got = [(counts[k], strings[k]) for k in order.tolist()]
+    assert got == sorted(zip(counts, strings), key=lambda e: (-e[0], e[1]))

@@ -1288,18 +1288,23 @@ cdef class EntrySorter:
     ``parts`` threads::
 
         s = EntrySorter(blob, offs, counts, parts=2)
-        pool.map(s.fill_part, range(2)); s.partition()
+        pool.map(s.fill_part, range(2)); s.partition(); pool.map(s.scatter_part, range(2))
         pool.map(s.sort_part, range(2))
         order = s.finish()
 
-    ``partition`` splits the entries into ``parts`` buckets of consecutive (count, 8-byte
-    prefix) keys, chosen from a sample, so that the sorted buckets, one after the other, are
-    the sorted whole; each thread then sorts one bucket.
+    The entries go into ``parts`` buckets of consecutive (count, 8-byte prefix) keys, split
+    at keys chosen from a sample, so that the sorted buckets, one after the other, are the
+    sorted whole. Each thread builds the keys of a part of the entries and counts them per
+    bucket, then moves them into their buckets (``partition`` only adds up the counts), then
+    sorts one bucket.
     """
     cdef Ent *ents
     cdef Ent *tmp
     cdef Py_ssize_t n
     cdef int parts
+    cdef bint split               # False: one bucket (one part, or too few entries to sample)
+    cdef Ent *splitters           # splitters[1 .. parts-1]
+    cdef Py_ssize_t *hist         # [k * parts + b]: part k's entries in bucket b, then where they go
     cdef Py_ssize_t *bstart
     cdef object keep
     cdef const unsigned char *bp
@@ -1308,81 +1313,103 @@ cdef class EntrySorter:
 
     def __cinit__(self, blob, const int64_t[:] offs, const int64_t[:] counts, int parts=1):
         cdef const unsigned char[:] bv = blob
+        cdef Py_ssize_t s, ns
+        cdef Ent *sample
+        cdef int b
         self.n = counts.shape[0]
         self.parts = max(1, parts)
         self.keep = (blob, offs, counts)
         self.ents = <Ent *> malloc((self.n + 1) * sizeof(Ent))
         self.tmp = <Ent *> malloc((self.n + 1) * sizeof(Ent))
         self.bstart = <Py_ssize_t *> calloc(self.parts + 1, sizeof(Py_ssize_t))
-        if self.ents == NULL or self.tmp == NULL or self.bstart == NULL:
+        self.splitters = <Ent *> calloc(self.parts, sizeof(Ent))
+        self.hist = <Py_ssize_t *> calloc(self.parts * self.parts, sizeof(Py_ssize_t))
+        if self.ents == NULL or self.tmp == NULL or self.bstart == NULL or self.splitters == NULL or self.hist == NULL:
             raise MemoryError()
         self.bp = &bv[0] if bv.shape[0] else NULL
         self.op = &offs[0]
         self.cp = &counts[0] if self.n else NULL
+        self.split = self.parts > 1 and self.n >= 4096
+        if not self.split:
+            return
+        ns = 256 * self.parts
+        sample = <Ent *> malloc(2 * ns * sizeof(Ent))
+        if sample == NULL:
+            raise MemoryError()
+        with nogil:
+            for s in range(ns):
+                self.make_key(&sample[s], (self.n - 1) * s // (ns - 1))
+            ent_sort(sample, sample + ns, ns, self.bp, self.op)
+            for b in range(1, self.parts):
+                self.splitters[b] = sample[ns * b // self.parts]
+        free(sample)
 
     def __dealloc__(self):
         free(self.ents)
         free(self.tmp)
         free(self.bstart)
+        free(self.splitters)
+        free(self.hist)
+
+    cdef inline void make_key(self, Ent *e, Py_ssize_t j) noexcept nogil:
+        cdef uint64_t key = 0
+        cdef Py_ssize_t L = self.op[j + 1] - self.op[j], i
+        for i in range(8):
+            key <<= 8
+            if i < L:
+                key |= self.bp[self.op[j] + i]
+        e.count = self.cp[j]
+        e.prefix = key
+        e.idx = j
+
+    cdef inline int bucket(self, const Ent *e) noexcept nogil:
+        """How many splitters are at or before the key of ``e``."""
+        cdef int b = 0
+        while b + 1 < self.parts and ent_key_cmp(&self.splitters[b + 1], e.count, e.prefix) <= 0:
+            b += 1
+        return b
 
     def fill_part(self, int k):
-        """Build the sort keys of part ``k`` of the entries; releases the GIL."""
-        cdef Py_ssize_t lo = self.n * k // self.parts, hi = self.n * (k + 1) // self.parts, j, L, i
-        cdef uint64_t key
+        """Build the sort keys of part ``k`` of the entries and count them per bucket;
+        releases the GIL."""
+        cdef Py_ssize_t lo = self.n * k // self.parts, hi = self.n * (k + 1) // self.parts, j
+        cdef Py_ssize_t *h = &self.hist[k * self.parts]
         with nogil:
             for j in range(lo, hi):
-                key = 0
-                L = self.op[j + 1] - self.op[j]
-                for i in range(8):
-                    key <<= 8
-                    if i < L:
-                        key |= self.bp[self.op[j] + i]
-                self.tmp[j].count = self.cp[j]
-                self.tmp[j].prefix = key
-                self.tmp[j].idx = j
+                self.make_key(&self.tmp[j], j)
+                if self.split:
+                    h[self.bucket(&self.tmp[j])] += 1
 
     def partition(self):
-        """Scatter the keys into ``parts`` buckets of consecutive keys (into ``ents``)."""
-        cdef int P = self.parts, b
-        cdef Py_ssize_t j, s, ns
-        cdef Ent *sample
-        cdef Ent *splitters
-        cdef Py_ssize_t *fill
-        if P == 1 or self.n < 4096:
-            memcpy(self.ents, self.tmp, self.n * sizeof(Ent))
+        """Where each part's entries of each bucket go (after :meth:`fill_part` of every part)."""
+        cdef int P = self.parts, b, k
+        cdef Py_ssize_t pos = 0, c
+        if not self.split:
             self.bstart[0] = 0
             for b in range(1, P + 1):
                 self.bstart[b] = self.n
             return
-        ns = 256 * P
-        sample = <Ent *> malloc(2 * ns * sizeof(Ent))
-        splitters = <Ent *> malloc(P * sizeof(Ent))
-        fill = <Py_ssize_t *> calloc(P + 1, sizeof(Py_ssize_t))
-        if sample == NULL or splitters == NULL or fill == NULL:
-            free(sample); free(splitters); free(fill)
-            raise MemoryError()
+        for b in range(P):
+            self.bstart[b] = pos
+            for k in range(P):
+                c = self.hist[k * P + b]
+                self.hist[k * P + b] = pos
+                pos += c
+        self.bstart[P] = pos
+
+    def scatter_part(self, int k):
+        """Move part ``k``'s keys into their buckets (after :meth:`partition`); releases the GIL."""
+        cdef Py_ssize_t lo = self.n * k // self.parts, hi = self.n * (k + 1) // self.parts, j
+        cdef Py_ssize_t *h = &self.hist[k * self.parts]
+        cdef int b
         with nogil:
-            for s in range(ns):
-                sample[s] = self.tmp[(self.n - 1) * s // (ns - 1)]
-            ent_sort(sample, sample + ns, ns, self.bp, self.op)
-            for b in range(1, P):
-                splitters[b] = sample[ns * b // P]
-            for j in range(self.n):          # bucket = number of splitters at or before the key
-                b = 0
-                while b + 1 < P and ent_key_cmp(&splitters[b + 1], self.tmp[j].count, self.tmp[j].prefix) <= 0:
-                    b += 1
-                fill[b + 1] += 1
-            for b in range(P):
-                fill[b + 1] += fill[b]
-            for b in range(P + 1):
-                self.bstart[b] = fill[b]
-            for j in range(self.n):
-                b = 0
-                while b + 1 < P and ent_key_cmp(&splitters[b + 1], self.tmp[j].count, self.tmp[j].prefix) <= 0:
-                    b += 1
-                self.ents[fill[b]] = self.tmp[j]
-                fill[b] += 1
-        free(sample); free(splitters); free(fill)
+            if not self.split:
+                memcpy(&self.ents[lo], &self.tmp[lo], (hi - lo) * sizeof(Ent))
+            else:
+                for j in range(lo, hi):
+                    b = self.bucket(&self.tmp[j])
+                    self.ents[h[b]] = self.tmp[j]
+                    h[b] += 1
 
     def sort_part(self, int k):
         """Sort bucket ``k``; releases the GIL."""

@@ -490,10 +490,13 @@ def sort_entries(blob, offs, counts, threads: int = 1, pool=None) -> np.ndarray:
             sorter.fill_part(k)
         sorter.partition()
         for k in range(threads):
+            sorter.scatter_part(k)
+        for k in range(threads):
             sorter.sort_part(k)
     else:
         list(pool.map(sorter.fill_part, range(threads)))
         sorter.partition()
+        list(pool.map(sorter.scatter_part, range(threads)))
         list(pool.map(sorter.sort_part, range(threads)))
     return sorter.finish()
 
