@@ -139,6 +139,48 @@ def test_a_reduce_that_does_not_fit_makes_more_passes(tmp_path, small_shards):
     assert entries(big) == entries(small)         # the same counts, in the same order
 
 
+class _RecordingBar:
+    """Stands in for tokenmill.progress.Progress: shown, and records every update."""
+
+    updates: list = []
+
+    def __init__(self, *args, **kwargs):
+        self.enabled = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n_bytes=0, n_items=0):
+        _RecordingBar.updates.append((n_bytes, n_items))
+
+
+@pytest.fixture
+def recording_bar(monkeypatch):
+    import tokenmill.progress
+
+    _RecordingBar.updates = []
+    monkeypatch.setattr(tokenmill.progress, "Progress", _RecordingBar)
+    return _RecordingBar.updates
+
+
+def test_a_task_moves_the_bar_while_it_reads_on_the_local_engine(tmp_path, recording_bar):
+    p = tmp_path / "in.txt"
+    p.write_bytes(_text(1, 60000))
+    size = p.stat().st_size
+    shards = plan_shards([str(p)], None, 2, min_bytes=1)
+    from tokenmill.corpus.splits import count_documents
+
+    LocalEngine().map(count_documents, [(sh, None) for sh in shards], progress=True,
+                      sizes=[sh.size for sh in shards])
+    during = [n for n, items in recording_bar if items == 0 and n]
+    assert len(during) >= 4                      # batch after batch, not only at the end
+    assert sum(n for n, _ in recording_bar) == size
+    assert sum(items for _, items in recording_bar) == 2
+
+
 # --------------------------------------------------------------------------------- Ray
 
 def test_without_ray_the_engine_error_names_the_install_command(tmp_path):
@@ -199,6 +241,30 @@ def test_a_count_task_killed_midway_is_retried_and_the_counts_stay_exact(tmp_pat
     assert not armed.exists()          # a task did die there
     assert on_ray.read_bytes() == local.read_bytes()
     assert sorted(os.listdir(tmp_path)) == sorted([name, "local.tsv", "ray.tsv"])
+
+
+def test_a_long_ray_task_moves_the_bar_while_it_runs(tmp_path, ray_cluster, recording_bar):
+    """The tasks report the bytes they read to a progress actor that the driver polls."""
+    from tokenmill.engine import RayEngine
+
+    rng = random.Random(4)
+    p = tmp_path / "in.txt"
+    p.write_text("\n".join("".join(chr(0x4E00 + rng.randrange(5000)) for _ in range(80))
+                           for _ in range(20000)), encoding="utf-8")      # 4.8 MB, about 1 s
+    shard = plan_shards([str(p)], None, 1)
+    assert len(shard) == 1
+    engine = RayEngine(ray_cluster[0])
+    try:
+        task = (shard, count_job.Units("char", 4), str(tmp_path), 1, "1G", 1, (1, None))
+        result, = engine.map(count_job.count_group, [task], progress=True, sizes=[shard[0].size])
+    finally:
+        engine.close()
+    for path, _ in result["runs"]:
+        os.unlink(path)
+    during = [n for n, items in recording_bar if items == 0 and n]
+    assert during, recording_bar                 # bytes came in before the task ended
+    assert sum(n for n, _ in recording_bar) == shard[0].size
+    assert recording_bar[-1][1] == 1
 
 
 def test_count_cli_on_ray(tmp_path, ray_cluster):

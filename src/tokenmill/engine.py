@@ -47,14 +47,20 @@ class LocalEngine:
         ``cpus`` is for Ray (here every task has the job's threads)."""
         from .progress import Progress
 
+        global _REPORT
         items = list(items)
         sizes = sizes or [0] * len(items)
         with Progress(label, total_bytes=sum(sizes) or None, total_items=len(items), item_name="tasks",
                       enabled=None if progress else False) as bar:
             out = []
             for item, size in zip(items, sizes):
-                out.append(fn(item))
-                bar.update(size, 1)
+                shown = _Shown(size)
+                _REPORT = lambda n: bar.update(shown.add(n), 0)
+                try:
+                    out.append(fn(item))
+                finally:
+                    _REPORT = None
+                bar.update(shown.rest(), 1)
         return out
 
     def close(self, report: bool = False) -> None:
@@ -97,8 +103,9 @@ class RayEngine:
         cpus = [c for c in cpus if c > 0] or [1]
         self.node_threads = min(cpus)        # a task of this many CPUs fits on any node
         self.node_tasks = max(1, sum(c // self.node_threads for c in cpus))
-        self.tasks = 0
+        self.tasks = self.maps = 0
         self.nodes_used: set = set()
+        self._log = None
         # spread over the nodes: a data-parallel job wants every node reading its share
         self._remote = ray.remote(num_cpus=1, max_retries=retries, scheduling_strategy="SPREAD")(_call)
 
@@ -111,29 +118,52 @@ class RayEngine:
         items = list(items)
         sizes = sizes or [0] * len(items)
         remote = self._remote if cpus == 1 else self._remote.options(num_cpus=min(cpus, self.node_threads))
-        refs = [remote.remote(fn, item) for item in items]
+        bar = Progress(label, total_bytes=sum(sizes) or None, total_items=len(items), item_name="tasks",
+                       enabled=None if progress else False)
+        # Tasks report the bytes they have read to a small actor, which the driver polls, so
+        # that the bar moves while a long task runs (only while a bar is shown).
+        log = self._progress_log() if bar.enabled and any(sizes) else None
+        self.maps += 1
+        refs = [remote.remote(fn, item, log, (self.maps, k)) for k, item in enumerate(items)]
         index = {ref: k for k, ref in enumerate(refs)}
+        shown = [_Shown(size) for size in sizes]
         out = [None] * len(refs)
         pending = list(refs)
+        poll = None
         try:
-            with Progress(label, total_bytes=sum(sizes) or None, total_items=len(refs), item_name="tasks",
-                          enabled=None if progress else False) as bar:
+            with bar:
                 while pending:
-                    done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                    done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                    if log is not None:
+                        if poll is None:
+                            poll = log.take.remote(self.maps)
+                        if ray.wait([poll], timeout=0)[0]:
+                            for k, n in ray.get(poll).items():
+                                bar.update(shown[k].add(n), 0)
+                            poll = None
                     for ref in done:
-                        node, out[index[ref]] = _get(ray, ref)
+                        k = index[ref]
+                        node, out[k] = _get(ray, ref)
                         self.nodes_used.add(node)
                         self.tasks += 1
-                        bar.update(sizes[index[ref]], 1)
+                        bar.update(shown[k].rest(), 1)
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
         return out
 
+    def _progress_log(self):
+        if self._log is None:
+            self._log = self.ray.remote(num_cpus=0)(_ProgressLog).remote()
+        return self._log
+
     def close(self, report: bool = False) -> None:
         """Disconnect (and stop the Ray instance this engine started); with ``report``, say on
         stderr how many tasks ran on how many nodes."""
+        if self._log is not None:
+            self.ray.kill(self._log)
+            self._log = None
         if report and self.tasks:
             import sys
 
@@ -143,11 +173,72 @@ class RayEngine:
             self.ray.shutdown()
 
 
-def _call(fn, item):
-    """What a Ray task runs: ``fn(item)``, with the id of the node it ran on."""
+_REPORT = None       # while a task runs: called with the bytes of input it has just read
+
+
+def task_progress(nbytes: int) -> None:
+    """Tasks call this as they read their input, so that the job's progress bar moves while
+    they run (locally, and on Ray through a progress actor); elsewhere it does nothing."""
+    if _REPORT is not None and nbytes > 0:
+        _REPORT(nbytes)
+
+
+class _Shown:
+    """What a task has added to the bar: at most its size (a retried or multi-pass task reads
+    its input again)."""
+
+    def __init__(self, size: int):
+        self.size, self.done = size, 0
+
+    def add(self, n: int) -> int:
+        n = max(0, min(n, self.size - self.done))
+        self.done += n
+        return n
+
+    def rest(self) -> int:
+        return self.add(self.size)
+
+
+class _ProgressLog:
+    """A Ray actor: bytes read by the running tasks, per ``(map, task)``, since the last poll."""
+
+    def __init__(self):
+        self.done = {}
+
+    def add(self, key, n):
+        self.done[key] = self.done.get(key, 0) + n
+
+    def take(self, map_id):
+        mine = {k: n for k, n in self.done.items() if k[0] == map_id}
+        for k in mine:
+            del self.done[k]
+        return {k[1]: n for k, n in mine.items()}
+
+
+def _call(fn, item, log=None, key=None):
+    """What a Ray task runs: ``fn(item)``, with the id of the node it ran on; with ``log``
+    (a :class:`_ProgressLog`), the task's :func:`task_progress` goes there, twice a second
+    at most."""
+    import time
+
     import ray
 
-    return ray.get_runtime_context().get_node_id(), fn(item)
+    global _REPORT
+    if log is not None:
+        state = {"n": 0, "at": time.monotonic()}
+
+        def report(n):
+            state["n"] += n
+            now = time.monotonic()
+            if now - state["at"] >= 0.5:
+                log.add.remote(key, state["n"])
+                state["n"], state["at"] = 0, now
+
+        _REPORT = report
+    try:
+        return ray.get_runtime_context().get_node_id(), fn(item)
+    finally:
+        _REPORT = None
 
 
 def fault_point(name: str) -> None:

@@ -106,11 +106,15 @@ class ShardSource:
             finally:
                 source.close()
             return
+        from ..engine import task_progress
+
         try:
             with open(sh.path, "rb") as f:
                 a, b = byte_range(f, sh)
                 f.seek(a)
-                yield from line_blocks(f, batch_bytes, b - a)
+                for buf, lines in line_blocks(f, batch_bytes, b - a):
+                    yield buf, lines
+                    task_progress(len(buf) + 1)     # the job's bar, when a task reads this
         except OSError as exc:
             raise InputError(sh.path, f"cannot read: {exc.strerror or exc}") from None
 
