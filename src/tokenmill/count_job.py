@@ -178,7 +178,7 @@ def group_shards(shards: list, groups: int) -> list[list]:
 
 
 def reduce_partition(task) -> dict:
-    """Reduce task: add up one partition's counts from every shard (``entries``: how many
+    """Reduce task: add up one partition's counts from every group (``entries``: how many
     there are in its files), keep those >= min_count, sort them and write them (at most
     ``top``) to fresh files: one per pass, when they do not fit the budget at once. Returns
     ``{"runs": [(file, entries)], "distinct", "passes"}``."""
@@ -254,7 +254,7 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
     else:
         reduced = _reduce(engine, maps, nparts, folder, task_budget, min_count, top, label, progress)
     stats["distinct"] = sum(r["distinct"] for r in reduced)
-    stats["passes"] = max([stats["passes"]] + [r.get("passes", 1) for r in reduced])
+    stats["passes"] = max([stats["passes"]] + [r["passes"] for r in reduced])
     runs = [SpilledRun(path, n) for r in reduced for path, n in r["runs"]]
     remove_runs([r for r in runs if not len(r)])
     runs = [r for r in runs if len(r)]
