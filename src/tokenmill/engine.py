@@ -75,13 +75,14 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, retries: int = 3):
+    def __init__(self, address: str | None = None, retries: int = 3, report_every: float = 0.5):
         try:
             import ray
         except ImportError:
             raise TokenmillError(RAY_MISSING) from None
         self.ray = ray
         self.retries = retries
+        self.report_every = report_every      # seconds between a task's progress reports
         self._owned = False
         if not ray.is_initialized():
             import logging
@@ -124,7 +125,7 @@ class RayEngine:
         # that the bar moves while a long task runs (only while a bar is shown).
         log = self._progress_log() if bar.enabled and any(sizes) else None
         self.maps += 1
-        refs = [remote.remote(fn, item, log, (self.maps, k)) for k, item in enumerate(items)]
+        refs = [remote.remote(fn, item, log, (self.maps, k), self.report_every) for k, item in enumerate(items)]
         index = {ref: k for k, ref in enumerate(refs)}
         shown = [_Shown(size) for size in sizes]
         out = [None] * len(refs)
@@ -137,7 +138,7 @@ class RayEngine:
                     if log is not None:
                         if poll is None:
                             poll = log.take.remote(self.maps)
-                        if ray.wait([poll], timeout=0)[0]:
+                        if ray.wait([poll], timeout=0.1)[0]:
                             for k, n in ray.get(poll).items():
                                 bar.update(shown[k].add(n), 0)
                             poll = None
@@ -215,10 +216,10 @@ class _ProgressLog:
         return {k[1]: n for k, n in mine.items()}
 
 
-def _call(fn, item, log=None, key=None):
+def _call(fn, item, log=None, key=None, every: float = 0.5):
     """What a Ray task runs: ``fn(item)``, with the id of the node it ran on; with ``log``
-    (a :class:`_ProgressLog`), the task's :func:`task_progress` goes there, twice a second
-    at most."""
+    (a :class:`_ProgressLog`), the task's :func:`task_progress` goes there, once every
+    ``every`` seconds at most."""
     import time
 
     import ray
@@ -230,7 +231,7 @@ def _call(fn, item, log=None, key=None):
         def report(n):
             state["n"] += n
             now = time.monotonic()
-            if now - state["at"] >= 0.5:
+            if now - state["at"] >= every:
                 log.add.remote(key, state["n"])
                 state["n"], state["at"] = 0, now
 
