@@ -3,8 +3,10 @@
 1. *Count* (only with ``--alpha``, whose seeds follow the document numbers): the documents of
    each input part (:mod:`tokenmill.corpus.splits`), so that each part knows the number of its
    first document.
-2. *Encode*, one task per part: its documents' tokens (with ``--bos`` / ``--eos``) to a file of
-   the work folder, and the length of each document to another.
+2. *Encode*, one task per part, each taking the CPUs of the smallest node (``cpus=
+   engine.node_threads``): the task reads its part while that many threads encode it, as a
+   local run does, and writes its documents' tokens (with ``--bos`` / ``--eos``) to a file of
+   the work folder and the length of each document to another.
 3. The driver reads the lengths, part after part, and cuts the documents into shards exactly
    where a local run does (a shard closes after the document that brings it to
    ``--shard-tokens``).
@@ -51,13 +53,17 @@ def _tokenizer(model_text: str):
 
 def encode_split(task) -> dict:
     """Task: encode one input part (documents numbered from ``first``) into a token file and a
-    file of document lengths in the work folder. Returns ``{"tokens", "lengths", "documents",
-    "n_tokens", "bytes"}``."""
+    file of document lengths in the work folder, on ``threads`` encoding threads while this one
+    reads (as a local run does). Returns ``{"tokens", "lengths", "documents", "n_tokens",
+    "bytes"}``."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..engine import fault_point
     from ..tokenizer import _seed_state
     from .shards import with_specials
 
-    split, first, model_text, field, alpha, seed, bos, eos, dtype, work = task
+    split, first, model_text, field, alpha, seed, bos, eos, dtype, work, threads = task
     tok = _tokenizer(model_text)
     np_dtype = np.dtype(dtype)
     seg = tok._seg
@@ -65,26 +71,39 @@ def encode_split(task) -> dict:
     tokens_path = os.path.join(work, tio.temp_name("tokens"))
     lengths_path = os.path.join(work, tio.temp_name("lengths"))
     index, n_tokens, n_bytes = first, 0, 0
+    pending: collections.deque = collections.deque()
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="tokenmill-encode")
     try:
         with open(tokens_path, "xb") as ft, open(lengths_path, "xb") as fl:
+            def finish(future):
+                out, ends = with_specials(future.result(), bos, eos, np_dtype)
+                ft.write(out)
+                fl.write(np.diff(ends, prepend=0).astype("<i8"))
+                return len(out)
+
             for batch in documents(split, field):
                 if normalize:
                     batch = [tok._to_bytes(d) for d in batch]
                 seeds = [_seed_state(seed + index + k) for k in range(len(batch))] if alpha >= 0 else None
-                out, ends = with_specials(seg.encode_many(batch, alpha, seeds), bos, eos, np_dtype)
-                ft.write(out.tobytes())
-                fl.write(np.diff(ends, prepend=0).astype("<i8").tobytes())
+                pending.append(pool.submit(seg.encode_many, batch, alpha, seeds))
                 index += len(batch)
-                n_tokens += len(out)
                 n_bytes += sum(map(len, batch)) + len(batch)
+                while len(pending) > 2 * threads:
+                    n_tokens += finish(pending.popleft())
                 fault_point("encode-split")     # tests: a task killed with its files half written
+            while pending:
+                n_tokens += finish(pending.popleft())
     except BaseException:
+        for future in pending:
+            future.cancel()
         for p in (tokens_path, lengths_path):
             try:
                 os.unlink(p)
             except OSError:
                 pass
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return {"tokens": tokens_path, "lengths": lengths_path, "documents": index - first,
             "n_tokens": n_tokens, "bytes": n_bytes}
 
@@ -193,7 +212,7 @@ def encode_on_engine(job, spec, started: float):
     progress = spec.progress
     try:
         with WorkFolder(os.path.abspath(output), "encode-job") as work:
-            splits = plan_shards(paths, spec.field, engine.parallel_tasks)
+            splits = plan_shards(paths, spec.field, engine.node_tasks)
             sizes = [s.size for s in splits]
             firsts = [0] * len(splits)
             if alpha >= 0:
@@ -201,10 +220,12 @@ def encode_on_engine(job, spec, started: float):
                                      label="encode-corpus (count documents)", progress=progress, sizes=sizes)
                 firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()[:-1]
             model_text = job.tok.to_json()
+            # node-wide tasks: each reads its part while the node's other CPUs encode it
             parts = engine.map(encode_split, [(s, firsts[i], model_text, spec.field, alpha, spec.seed,
-                                               job.bos, job.eos, dtype, work.path)
+                                               job.bos, job.eos, dtype, work.path, engine.node_threads)
                                               for i, s in enumerate(splits)],
-                               label="encode-corpus (encode)", progress=progress, sizes=sizes)
+                               label="encode-corpus (encode)", progress=progress, sizes=sizes,
+                               cpus=engine.node_threads)
             plan = plan_output_shards(parts, spec.shard_tokens)
             names = [f"shard-{k:05d}" for k in range(len(plan))]
             written = engine.map(write_shard, [(names[k], plan[k], dtype, os.path.abspath(output))
