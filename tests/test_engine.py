@@ -377,6 +377,26 @@ def test_encode_corpus_on_two_ray_nodes_equals_the_local_folder(tmp_path, ray_cl
     assert _folder_bytes(tmp_path / "ray") == _folder_bytes(tmp_path / "local")
 
 
+def test_copying_tokens_into_a_shard_starts_their_writeback_in_steps(tmp_path, monkeypatch):
+    """A shard's tokens are copied by the kernel in steps, each of which starts its writeback
+    (as writes to any output do), and the shard holds exactly the bytes of the range."""
+    from tokenmill.corpus import encode_job
+    from tokenmill.corpus import io as tio
+
+    calls = []
+    monkeypatch.setattr(tio, "WRITEBACK_STEP", 1 << 16)
+    monkeypatch.setattr(tio, "_START_WRITEBACK", lambda fd, off, n, flags: calls.append((off, n)) or 0)
+    data = os.urandom(1 << 20)
+    src = tmp_path / "tokens"
+    src.write_bytes(data)
+    with tio.atomic_output(tmp_path / "shard.bin") as out:
+        out.write(b"head")
+        encode_job._copy_range(str(src), 1000, len(data) - 5000, out)
+    assert (tmp_path / "shard.bin").read_bytes() == b"head" + data[1000:len(data) - 4000]
+    assert len(calls) >= 14
+    assert [off for off, _ in calls] == [0] + [off + n for off, n in calls[:-1]]
+
+
 def test_encode_corpus_on_the_local_engine_tasks_equals_the_local_folder(tmp_path, small_shards, small_tok,
                                                                         monkeypatch):
     """The task functions, run in this process, make the same folder (no Ray needed)."""

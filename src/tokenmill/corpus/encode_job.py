@@ -132,7 +132,9 @@ def write_shard(task) -> dict:
 
 def _copy_range(path: str, offset: int, size: int, out) -> None:
     """Append ``size`` bytes of ``path`` from ``offset`` to the file object ``out``: in the
-    kernel (``copy_file_range``) where it can, else through a buffer."""
+    kernel (``copy_file_range``) where it can, else through a buffer. The copy goes in steps of
+    ``tio.WRITEBACK_STEP``, each told to ``out`` (a :class:`tio.WritebackFile` starts their
+    writeback, so the fsync before the rename finds little left to write)."""
     from .shards import write_all
 
     with open(path, "rb", buffering=0) as f:
@@ -142,11 +144,14 @@ def _copy_range(path: str, offset: int, size: int, out) -> None:
             try:
                 out.flush()
                 fd = out.fileno()
+                wrote = getattr(out, "wrote", None)
                 while done < size:
-                    got = os.copy_file_range(f.fileno(), fd, size - done, offset + done)
+                    got = os.copy_file_range(f.fileno(), fd, min(size - done, tio.WRITEBACK_STEP), offset + done)
                     if got <= 0:
                         break
                     done += got
+                    if wrote is not None:
+                        wrote(got)
             except OSError as exc:
                 if exc.errno not in (18, 22, 38, 95):      # EXDEV EINVAL ENOSYS EOPNOTSUPP
                     raise

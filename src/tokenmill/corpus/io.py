@@ -412,12 +412,17 @@ class WritebackFile(io.FileIO):
     def write(self, data):
         n = super().write(data)
         if n:
-            self._pos += n
-            if _START_WRITEBACK is not None and self._pos - self._started >= WRITEBACK_STEP:
-                # a hint: if it fails, the fsync at the end still writes everything
-                _START_WRITEBACK(self.fileno(), self._started, self._pos - self._started, _SYNC_FILE_RANGE_WRITE)
-                self._started = self._pos
+            self.wrote(n)
         return n
+
+    def wrote(self, n: int) -> None:
+        """Count ``n`` bytes written at the end of the file by :meth:`write` or by other means
+        (``copy_file_range`` on :meth:`fileno`), and start their writeback in steps."""
+        self._pos += n
+        if _START_WRITEBACK is not None and self._pos - self._started >= WRITEBACK_STEP:
+            # a hint: if it fails, the fsync at the end still writes everything
+            _START_WRITEBACK(self.fileno(), self._started, self._pos - self._started, _SYNC_FILE_RANGE_WRITE)
+            self._started = self._pos
 
 
 def _open_compressed_writer(raw, final_path: str, level: int | None = None):
