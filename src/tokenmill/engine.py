@@ -19,8 +19,9 @@ The local engine runs the items one after the other in this process (each task u
 threads the job was given). Ray runs one task per CPU of the cluster, one thread each, or, for
 a map called with ``cpus=engine.node_threads``, tasks of that many CPUs and threads
 (``node_threads``: the CPUs of the smallest node, so that such a task fits any node): a
-counting task that fills a node with threads sharing one table reads its part of the input
-once and writes each n-gram it found once, where one-CPU tasks would each write their own.
+counting task that fills a node with threads sharing one table writes each n-gram it found
+once, where one-CPU tasks would each write their own; an encoding task reads its part while
+its other threads encode, as a local run does.
 """
 from __future__ import annotations
 
