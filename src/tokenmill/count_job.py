@@ -67,6 +67,20 @@ class Partitions:
                 _remove(p)
 
 
+def partition_files(maps: list[dict], nparts: int) -> list[list[str]]:
+    """Per partition, the files that map tasks (results with ``"files"``, one path or None per
+    partition) wrote to it."""
+    return [[m["files"][r] for m in maps if m["files"][r] is not None] for r in range(nparts)]
+
+
+def remove_map_files(maps: list[dict]) -> None:
+    """Delete the partition files of map tasks, once reduced."""
+    for m in maps:
+        for p in m["files"]:
+            if p is not None:
+                _remove(p)
+
+
 # ------------------------------------------------------------------------------- tasks
 
 @dataclass(frozen=True)
@@ -267,15 +281,10 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
 
 def _reduce(engine, maps, nparts, folder, task_budget, min_count, top, label, progress):
     """The reduce tasks' results, one per partition that any map wrote to."""
-    jobs = [([m["files"][r] for m in maps if m["files"][r] is not None],
-             sum(m["entries"][r] for m in maps), folder, task_budget, min_count, top)
-            for r in range(nparts)]
-    jobs = [j for j in jobs if j[0]]
+    jobs = [(files, sum(m["entries"][r] for m in maps), folder, task_budget, min_count, top)
+            for r, files in enumerate(partition_files(maps, nparts)) if files]
     reduced = engine.map(reduce_partition, jobs, label=f"{label} (reduce)", progress=progress)
-    for m in maps:
-        for p in m["files"]:
-            if p is not None:
-                _remove(p)
+    remove_map_files(maps)
     return reduced
 
 

@@ -625,20 +625,15 @@ def _write_result(output, runs, spec: CountSpec, space_byte: int, workers: int):
 def _count_on_engine(inputs, output, spec: CountSpec, space_byte: int) -> CountResult:
     """The same count as map and reduce tasks on ``spec.engine`` (see :mod:`tokenmill.count_job`)."""
     from .count_job import run_count
-    from .engine import WorkFolder, make_engine
+    from .engine import WorkFolder, make_engine, task_inputs
 
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    paths = expand_inputs(inputs)
-    if "-" in paths:
-        raise TokenmillError(f"count: --engine {spec.engine} reads the inputs from files every node can "
-                             "see; standard input (-) is not one")
+    paths = task_inputs("count", spec.engine, inputs)
     t0 = time.monotonic()
     engine = make_engine(spec.engine, spec.ray_address, spec.workers)
     runs = []
     try:
         with WorkFolder(_tmp_dir(output), "count-job") as work:
-            runs, st = run_count(engine, [os.path.abspath(p) for p in paths], spec, work.path, spec.progress)
+            runs, st = run_count(engine, paths, spec, work.path, spec.progress)
             written, items = _write_result(output, runs, spec, space_byte, os.cpu_count() or 1)
             remove_runs(runs)
     finally:

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _spans
 from .counting import SHARDS, PassCounter, TextSource, _tmp_dir, merged, remove_runs
-from .errors import InputError, TokenmillError
+from .errors import InputError
 from .spec import DiscoverSpec
 
 
@@ -166,15 +166,9 @@ class _Counter:
         if spec.engine == "local":
             self.source = TextSource(inputs, spec.field)
             return
-        from .corpus.io import expand_inputs
-        from .engine import WorkFolder, make_engine
+        from .engine import WorkFolder, make_engine, task_inputs
 
-        if isinstance(inputs, (str, os.PathLike)):
-            inputs = [inputs]
-        self.paths = [os.path.abspath(p) for p in expand_inputs(inputs)]
-        if any(os.path.basename(p) == "-" for p in self.paths):
-            raise TokenmillError(f"discover: --engine {spec.engine} reads the inputs from files every "
-                                 "node can see; standard input (-) is not one")
+        self.paths = task_inputs("discover", spec.engine, inputs)
         self.engine = make_engine(spec.engine, spec.ray_address, spec.workers)
         self.work = WorkFolder(tmp_dir, "discover-job")
 

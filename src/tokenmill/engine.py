@@ -28,8 +28,7 @@ from __future__ import annotations
 import os
 
 from .errors import TokenmillError
-
-ENGINES = ("local", "ray")
+from .spec import ENGINES
 RAY_MISSING = '--engine ray needs Ray, an optional extra: pip install "tokenmill[ray]"'
 
 
@@ -269,6 +268,20 @@ def _get(ray, ref):
         if isinstance(cause, (TokenmillError, OSError)):
             raise cause from None
         raise
+
+
+def task_inputs(cmd: str, engine: str, inputs) -> list[str]:
+    """The inputs of a job on ``engine``, as absolute paths (globs and folders expanded). The
+    tasks read them themselves, so standard input (``-``) is refused."""
+    from .corpus.io import expand_inputs
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = expand_inputs(inputs)
+    if "-" in paths:
+        raise TokenmillError(f"{cmd}: --engine {engine} reads the inputs from files every node can see; "
+                             "standard input (-) is not one")
+    return [os.path.abspath(p) for p in paths]
 
 
 def make_engine(name: str = "local", address: str | None = None, workers: int = 0):

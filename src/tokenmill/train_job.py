@@ -241,8 +241,8 @@ def _load_kept(kept: list, keys: list, counts: list) -> None:
 
 def train_on_engine(trainer, source, field):
     """:meth:`tokenmill.Trainer.train` with ``trainer.spec.engine``: the same models."""
-    from .corpus.io import expand_inputs
-    from .engine import WorkFolder, make_engine
+    from .count_job import partition_files, remove_map_files
+    from .engine import WorkFolder, make_engine, task_inputs
     from .piece_store import PieceData
     from .counting import concat_entries, read_entries
     from .trainer import _BASE_MEMORY, fit_kept, frequent_ngrams
@@ -252,10 +252,7 @@ def train_on_engine(trainer, source, field):
         source = [source]
     if not all(isinstance(s, (str, os.PathLike)) for s in source):
         raise TokenmillError(f"train: --engine {spec.engine} reads the corpus from files; give paths")
-    paths = [os.path.abspath(p) for p in expand_inputs(source)]
-    if any(os.path.basename(p) == "-" for p in paths):
-        raise TokenmillError(f"train: --engine {spec.engine} reads the inputs from files every node can "
-                             "see; standard input (-) is not one")
+    paths = task_inputs("train", spec.engine, source)
     stats = trainer.stats
     progress = spec.progress
     budget = spec.memory
@@ -282,13 +279,9 @@ def train_on_engine(trainer, source, field):
                 maps = engine.map(count_map, [(s, firsts[i], sample, spec, field, order, windows_file,
                                                work.path, nparts, budget) for i, s in enumerate(shards)],
                                   label=f"{label} (map)", progress=progress, sizes=sizes)
-                jobs = [([m["files"][r] for m in maps if m["files"][r]], spec.min_count, work.path)
-                        for r in range(nparts)]
+                jobs = [(files, spec.min_count, work.path) for files in partition_files(maps, nparts)]
                 kept = engine.map(count_reduce, jobs, label=f"{label} (reduce)", progress=progress)
-                for m in maps:
-                    for p in m["files"]:
-                        if p:
-                            os.unlink(p)
+                remove_map_files(maps)
                 return maps, kept
 
             t0 = time.monotonic()
@@ -330,13 +323,9 @@ def train_on_engine(trainer, source, field):
             maps = engine.map(segment_map, [(s, firsts[i], sample, spec, field, lm_file, work.path, nparts,
                                              budget) for i, s in enumerate(shards)],
                               label="segment (map)", progress=progress, sizes=sizes)
-            jobs = [([m["files"][r] for m in maps if m["files"][r]], work.path) for r in range(nparts)]
-            summed = engine.map(pieces_reduce, [j for j in jobs if j[0]], label="segment (reduce)",
-                                progress=progress)
-            for m in maps:
-                for p in m["files"]:
-                    if p:
-                        os.unlink(p)
+            jobs = [(files, work.path) for files in partition_files(maps, nparts) if files]
+            summed = engine.map(pieces_reduce, jobs, label="segment (reduce)", progress=progress)
+            remove_map_files(maps)
             data = PieceData(spec.tmp)
             try:
                 # the pieces stay in memory if they fit the trainer's share for them, as locally

@@ -35,8 +35,9 @@ same folders removes them (only those of processes that no longer exist on this 
 
 --engine ray runs the same steps as tasks on a Ray cluster (pip install "tokenmill[ray]"): the
 lines of each input part are counted (so that every line keeps its number), each part is
-scattered into K buckets of its own, each bucket is shuffled by one task, and this process
-writes the buckets in order into OUT: the same bytes as a local run. Inputs, OUT's folder and
+scattered into K buckets of its own, each bucket is shuffled by one task and written in order
+into OUT (in place, at its offset, for one plain file; otherwise by this process): the same
+bytes as a local run. Inputs, OUT's folder and
 --tmp must be visible to every node; --memory bounds each task.
 """
 

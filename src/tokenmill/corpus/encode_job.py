@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 
-from ..errors import TokenmillError
 from . import io as tio
 from .splits import count_documents, documents, plan_shards
 
@@ -198,19 +197,16 @@ def plan_output_shards(parts: list[dict], shard_tokens: int) -> list[list]:
 
 def encode_on_engine(job, spec, started: float):
     """:func:`tokenmill.encode_corpus` with ``spec.engine``: the same folder, made by tasks."""
-    from ..engine import WorkFolder, make_engine
+    from ..engine import WorkFolder, make_engine, task_inputs
     from .shards import EncodeCorpusResult, _remove_unlisted, _write_manifest
 
     manifest, output = job.manifest, job.output
-    if "-" in job.paths:
-        raise TokenmillError(f"encode-corpus: --engine {spec.engine} reads the inputs from files every "
-                             "node can see; standard input (-) is not one")
+    paths = task_inputs("encode-corpus", spec.engine, job.paths)
     if manifest.get("complete"):
         return EncodeCorpusResult(output, manifest["documents"], manifest["tokens"], len(manifest["shards"]),
                                   0, manifest["documents"], time.monotonic() - started)
     manifest.update(complete=False, documents=0, tokens=0, shards=[])
     _write_manifest(output, manifest)      # claims the folder before any shard is written
-    paths = [os.path.abspath(p) for p in job.paths]
     dtype = np.dtype(job.np_dtype).str
     alpha = -1.0 if spec.alpha is None else float(spec.alpha)
     engine = make_engine(spec.engine, spec.ray_address, spec.workers)

@@ -204,15 +204,12 @@ def shuffle_whole(task) -> dict:
 
 def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.ShuffleResult":
     """:func:`tokenmill.shuffle` with ``spec.engine``: the same output, made by tasks."""
-    from ..engine import WorkFolder, make_engine
+    from ..engine import WorkFolder, make_engine, task_inputs
 
     t0 = time.monotonic()
-    if "-" in inputs:
-        raise TokenmillError(f"shuffle: --engine {spec.engine} reads the inputs from files every node "
-                             "can see; standard input (-) is not one")
+    inputs = task_inputs("shuffle", spec.engine, inputs)
     if output == "-":
         raise TokenmillError(f"shuffle: --engine {spec.engine} writes to a file, not to standard output")
-    inputs = [os.path.abspath(p) for p in inputs]
     output = os.path.abspath(output)
     job = sh._Shuffle(inputs, output, spec)     # checks the paths
     k, _ = job.root_plan()
