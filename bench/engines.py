@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,6 +66,36 @@ def run(cmd, env) -> tuple[float, int]:
     return wall, peak[-1] if peak else 0
 
 
+def stop_session(sid: int) -> None:
+    """Stop the benchmark's Ray node, and only it (`ray stop` would stop every Ray node of this
+    user on the machine): SIGTERM to the processes of its session, SIGKILL to what is left."""
+    def members():
+        out = []
+        for name in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != b"Z":
+                out.append(int(name))
+        return out
+
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        pids = members()
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = members()
+        if not pids:
+            return
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", default="/tmp/corpus/zh.train.txt")
@@ -91,9 +122,13 @@ def main():
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
     ray_tmp = tempfile.mkdtemp(prefix="tm-ray-")     # Ray's session files, removed at the end
-    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={args.cpus}",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"], env=env,
-                   check=True, capture_output=True, start_new_session=True)
+    head = subprocess.Popen([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             f"--num-cpus={args.cpus}", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={ray_tmp}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)     # the node's processes keep this session
+    log, _ = head.communicate()
+    if head.returncode:
+        raise SystemExit(f"ray start failed:\n{log.decode(errors='replace')}")
     rows = []
     try:
         model = args.model
@@ -134,7 +169,7 @@ def main():
             print(f"{name}: local {best['local'][0]:.2f} s, ray {best['ray'][0]:.2f} s "
                   f"({rows[-1]['ratio']:.2f}x), identical {identical}", file=sys.stderr)
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        stop_session(head.pid)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print(f"\n{os.path.basename(args.train)} x {args.copies} (shuffle: x {args.shuffle_copies}), "

@@ -47,11 +47,54 @@ def _ray_cli():
     return str(Path(sys.executable).parent / "ray")
 
 
+def _session_members(sessions) -> list[int]:
+    """The processes (pids) of the given sessions, from /proc."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) in sessions and fields[0] != b"Z":     # state, ppid, pgrp, session, ...
+            out.append(int(name))
+    return out
+
+
+def _stop_sessions(sessions, fallback, env) -> None:
+    """Stop the Ray nodes these tests started, and only them (`ray stop` would stop every Ray
+    node of this user on the machine): SIGTERM to every process of their sessions, SIGKILL to
+    what is left after 15 s. Without /proc, `fallback` (`ray stop --force`)."""
+    import signal
+    import subprocess
+    import time
+
+    if not os.path.isdir("/proc"):
+        subprocess.run(fallback, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        return
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        pids = _session_members(sessions)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = _session_members(sessions)
+        if not pids:
+            return
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """A local Ray cluster of two nodes, started here and stopped at the end: a head with 1
-    CPU and a second node with 2, each `ray start` in a process group of its own (so a job of
-    three or more tasks at once has to use both). Yields
+    """A local Ray cluster of two nodes, started here and stopped at the end (only its own
+    processes: other Ray nodes on the machine are left alone): a head with 1 CPU and a second
+    node with 2, each `ray start` in a session of its own (so a job of three or more tasks at
+    once has to use both). Yields
     ``(address, fault_dir)``: tasks die at a fault point whose file a test puts in
     ``fault_dir`` (see ``tokenmill.engine.fault_point``)."""
     import importlib.util
@@ -83,10 +126,15 @@ def ray_cluster(tmp_path_factory):
 
     ray_tmp = tempfile.mkdtemp(prefix="tm-ray-")
 
+    sessions = []        # each `ray start` leads a session of its own, which its node's processes keep
+
     def start(*args):
-        subprocess.run([ray, "start", *args, "--disable-usage-stats", f"--temp-dir={ray_tmp}"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                       timeout=120)
+        proc = subprocess.Popen([ray, "start", *args, "--disable-usage-stats", f"--temp-dir={ray_tmp}"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        sessions.append(proc.pid)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode:
+            raise RuntimeError(f"ray start failed: {err.decode(errors='replace')[-2000:]}")
 
     try:
         start("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
@@ -109,8 +157,7 @@ def ray_cluster(tmp_path_factory):
             ray_mod.shutdown()
         except ImportError:
             pass
-        subprocess.run([ray, "stop", "--force"], env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=120)
+        _stop_sessions(sessions, [ray, "stop", "--force"], env)
         shutil.rmtree(ray_tmp, ignore_errors=True)
         for k, v in saved.items():
             if v is None:

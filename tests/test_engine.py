@@ -258,7 +258,10 @@ def test_a_long_ray_task_moves_the_bar_while_it_runs(tmp_path, ray_cluster, reco
         from tokenmill.corpus.splits import count_documents
 
         # a first map starts the progress actor (a process of its own), as in a job's first step
-        engine.map(count_documents, [(shard[0], None)], progress=True, sizes=[shard[0].size])
+        ended = []
+        counted = engine.map(count_documents, [(shard[0], None)], progress=True, sizes=[shard[0].size],
+                             done=lambda k, r: ended.append((k, r)))
+        assert ended == [(0, counted[0])]
         del recording_bar[:]
         task = (shard, count_job.Units("char", 4), str(tmp_path), 1, "1G", 1, (1, None))
         result, = engine.map(count_job.count_group, [task], progress=True, sizes=[shard[0].size])
@@ -320,6 +323,53 @@ def test_shuffle_on_two_ray_nodes_equals_the_local_shuffle(tmp_path, ray_cluster
     assert (local.root_buckets > 1, local.rescattered > 0) == {1: (True, False), 2: (True, True), 3: (False, False)}[options["seed"]]
     assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in local.outputs + on_ray.outputs)
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt.gz", "out"]
+
+
+@pytest.mark.parametrize("options", [{"seed": 4}, {"seed": 5, "shards": 2}])
+def test_shuffle_tasks_on_the_local_engine_equal_the_local_shuffle(tmp_path, small_shards, monkeypatch, options):
+    """The task functions, run in this process, give the local output, also with an empty
+    input among the others; the files a bucket task read are gone once it has ended."""
+    from tokenmill import shuffle
+    import tokenmill.engine as engine_mod
+    from tokenmill.corpus import shuffle_job
+    from tokenmill.spec import ShuffleSpec
+
+    inputs = _shuffle_inputs(tmp_path)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    inputs.insert(1, str(tmp_path / "empty.txt"))
+    local = shuffle(inputs, tmp_path / "local.txt", memory="1M", progress=False, **options)
+    seen = []
+    real = shuffle_job.shuffle_bucket
+
+    def bucket(task):
+        b, pieces = task[0], task[1]
+        seen.append((b, all(os.path.exists(p) for p, _, _ in pieces)))
+        for earlier in seen_pieces:
+            assert not any(os.path.exists(p) for p, _, _ in earlier)
+        seen_pieces.append(pieces)
+        return real(task)
+
+    seen_pieces = []
+    monkeypatch.setattr(shuffle_job, "shuffle_bucket", bucket)
+    monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
+    from tokenmill.corpus import io as tio
+
+    started = []
+    monkeypatch.setattr(tio, "WRITEBACK_STEP", 1 << 14)
+    monkeypatch.setattr(tio, "_START_WRITEBACK", lambda fd, off, n, flags: started.append((off, n)) or 0)
+    tasks = shuffle_job.shuffle_on_engine(inputs, str(tmp_path / "tasks.txt"),
+                                          ShuffleSpec(memory="1M", progress=False, engine="ray", **options))
+    assert local.root_buckets > 1 and len(seen) == local.root_buckets and all(ok for _, ok in seen)
+    assert len(tasks.outputs) == len(local.outputs)
+    for x, y in zip(local.outputs, tasks.outputs):
+        assert open(x, "rb").read() == open(y, "rb").read()
+    if "shards" not in options:
+        # the bucket tasks wrote into the one output at their offsets, starting the writeback of
+        # their own ranges as they went: the ranges do not overlap and cover all but the tails
+        started.sort()
+        assert all(a + n <= b for (a, n), (b, _) in zip(started, started[1:]))
+        assert sum(n for _, n in started) >= tasks.bytes - local.root_buckets * (1 << 14)
+        assert started[-1][0] + started[-1][1] <= tasks.bytes
 
 
 @pytest.mark.parametrize("where", ["shuffle-scatter", "shuffle-bucket"])

@@ -123,6 +123,47 @@ def test_kernel_matches_reference_primitives():
     assert a.tolist() == ref.fisher_yates(list(range(50)), 1234)
 
 
+def test_scatter_kernel_keys_each_line_by_its_file_and_offset():
+    """A chunk holding lines of several files (one of them empty, one starting mid-file) sends
+    each line where the reference sends the line at that offset of that file."""
+    from tokenmill.corpus import _shuffle as k
+    files = [random_lines(300, 11), [], random_lines(5, 12), random_lines(400, 13)]
+    bases = [1000, 0, 0, 77]                 # the first and last segments start inside their file
+    key, nb = 0xDEADBEEF, 7
+    buf = np.frombuffer(b"".join(b"".join(f) for f in files), np.uint8)
+    starts = np.cumsum([0] + [sum(map(len, f)) for f in files[:-1]]).astype(np.int64)
+    keys = np.array([ref.file_key(key, f) for f in range(4)], np.uint64)
+    out, offsets, lines = np.empty(buf.size, np.uint8), np.empty(nb + 1, np.int64), np.empty(nb, np.int64)
+    for scratch in (None, np.zeros(100, np.int64)):         # the copy pass with and without notes
+        m = k.scatter_chunk(buf, buf.size, keys, starts, np.array(bases, np.int64), nb, out, offsets, lines, scratch)
+        want = [[] for _ in range(nb)]
+        for f, part in enumerate(files):
+            at = bases[f]
+            for line in part:
+                want[ref.bucket_of(int(keys[f]), at, nb)].append(line)
+                at += len(line)
+        assert m == sum(map(len, files))
+        for b in range(nb):
+            assert out[offsets[b]:offsets[b + 1]].tobytes() == b"".join(want[b])
+            assert lines[b] == len(want[b])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_several_inputs_scatter_by_file_and_offset_as_the_reference(tmp_path, workers):
+    """Lines are scattered by (input, offset of the line in it): two inputs with the same lines
+    do not scatter alike, an empty input counts as one, a missing last newline is added."""
+    lines = random_lines(40_000, 4)
+    parts = [lines[:15_000], [], lines[15_000:25_000], lines[25_000:]]
+    srcs = [write(tmp_path / "a.txt", b"".join(parts[0])), write(tmp_path / "empty.txt", b""),
+            write(tmp_path / "b.txt.gz", b"".join(parts[2])[:-1]), write(tmp_path / "c.txt", b"".join(parts[3]))]
+    r = shuffle(srcs, tmp_path / "out.txt", memory="1M", seed=3, workers=workers, progress=False)
+    assert r.root_buckets > 1
+    expected = ref.reference_shuffle(lines, 3, r.root_buckets, r.max_bucket_cost, r.target_bucket_cost,
+                                     file_lines=[len(p) for p in parts])
+    assert (tmp_path / "out.txt").read_bytes() == b"".join(expected)
+    assert expected != ref.reference_shuffle(lines, 3, r.root_buckets, r.max_bucket_cost, r.target_bucket_cost)
+
+
 def test_line_index_handles_lines_past_the_length_field():
     """Loaded buckets index each line by start and length (24 bits); longer lines are found by
     searching for their newline."""

@@ -4,8 +4,8 @@
 All loops release the GIL. Lines are ``b"\\n"``-terminated byte runs; callers guarantee that a
 buffer passed here holds complete lines only.
 
-Randomness is counter based (SplitMix64): the bucket of line ``i`` under key ``k`` is
-``mix64(k + (i + 1) * GAMMA) % K``, and the Fisher-Yates draws of a bucket with key ``k`` are
+Randomness is counter based (SplitMix64): the bucket of a line that starts at byte ``o`` of a
+file with key ``k`` is ``mix64(k + (o + 1) * GAMMA) % K``, and the Fisher-Yates draws of a bucket with key ``k`` are
 ``mix64(k + t * GAMMA)`` for t = 1, 2, ... Nothing depends on thread scheduling.
 """
 from libc.stdint cimport uint8_t, uint64_t, int64_t
@@ -31,9 +31,10 @@ def mix64(uint64_t z):
     return tm_mix64(z)
 
 
-def bucket_of(uint64_t key, uint64_t index, uint64_t k):
-    """Bucket of line ``index`` under ``key`` among ``k`` buckets (same as the kernel)."""
-    return tm_mix64(key + (index + 1) * TM_GAMMA) % k
+def bucket_of(uint64_t key, uint64_t counter, uint64_t k):
+    """Bucket of the line at ``counter`` (its offset) under ``key`` among ``k`` buckets (same as
+    the kernel)."""
+    return tm_mix64(key + (counter + 1) * TM_GAMMA) % k
 
 
 def last_newline(const uint8_t[::1] buf, Py_ssize_t n):
@@ -47,20 +48,24 @@ def last_newline(const uint8_t[::1] buf, Py_ssize_t n):
     return i
 
 
-def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t first_index, uint64_t k,
-                  uint8_t[::1] out, int64_t[::1] offsets, int64_t[::1] lines, int64_t[::1] scratch=None):
+def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, const uint64_t[::1] keys, const int64_t[::1] starts,
+                  const int64_t[::1] bases, uint64_t k, uint8_t[::1] out, int64_t[::1] offsets,
+                  int64_t[::1] lines, int64_t[::1] scratch=None):
     """Counting-sort the lines of ``buf[:n]`` by bucket into ``out``.
 
-    Line ``j`` of the chunk has global index ``first_index + j`` and goes to bucket
-    ``bucket_of(key, first_index + j, k)``; lines keep their order inside a bucket. On return
-    ``out[offsets[b]:offsets[b + 1]]`` holds bucket ``b`` and ``lines[b]`` its line count
-    (``offsets`` has k + 1 entries, ``lines`` k). Returns the number of lines.
+    The chunk is cut into segments, one per file it holds lines of: segment ``s`` starts at
+    ``starts[s]`` (``starts[0] == 0``, increasing), and its bytes start at offset ``bases[s]`` of
+    a file whose key is ``keys[s]``. A line that starts at ``p`` in segment ``s`` goes to bucket
+    ``bucket_of(keys[s], bases[s] + p - starts[s], k)``; lines keep their order inside a bucket.
+    On return ``out[offsets[b]:offsets[b + 1]]`` holds bucket ``b`` and ``lines[b]`` its line
+    count (``offsets`` has k + 1 entries, ``lines`` k). Returns the number of lines.
 
     ``scratch`` (optional, reused between calls) remembers the length and bucket of up to its
     size lines from the counting pass, so that the copying pass need not search for them again.
 
     Example: with k = 1 the chunk is copied unchanged and ``offsets == [0, n]``.
     """
+    cdef Py_ssize_t n_seg = keys.shape[0]
     if n == 0:
         for b in range(k + 1):
             offsets[b] = 0
@@ -69,6 +74,8 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
         return 0
     if out.shape[0] < n or offsets.shape[0] < <Py_ssize_t>k + 1 or lines.shape[0] < <Py_ssize_t>k:
         raise ValueError("scatter_chunk: output arrays too small")
+    if n_seg < 1 or starts.shape[0] < n_seg or bases.shape[0] < n_seg or starts[0] != 0:
+        raise ValueError("scatter_chunk: bad segments")
     if buf[n - 1] != 10:
         raise ValueError("scatter_chunk: chunk must end with a newline")
     if k >= (1 << 24):
@@ -77,11 +84,11 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
     cdef const uint8_t* p
     cdef const uint8_t* end = base + n
     cdef const uint8_t* q
+    cdef const uint8_t* seg_end
     cdef uint8_t* dst = &out[0]
-    cdef int64_t idx
     cdef int64_t length
-    cdef uint64_t b2
-    cdef Py_ssize_t i, m = 0, noted = 0
+    cdef uint64_t b2, key, shift
+    cdef Py_ssize_t i, s, m = 0, noted = 0
     cdef Py_ssize_t cap = scratch.shape[0] if scratch is not None else 0
     cdef int64_t* note = &scratch[0] if cap > 0 else NULL
     cdef int64_t* pos = <int64_t*> malloc((k + 1) * sizeof(int64_t))
@@ -92,19 +99,27 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
             pos[i] = 0
         for i in range(<Py_ssize_t>k):
             lines[i] = 0
-        # pass 1: bytes and lines per bucket
+        # pass 1: bytes and lines per bucket (a line's counter is its offset in its file + 1)
         p = base
-        idx = first_index
+        s = 0
+        key = keys[0]
+        shift = <uint64_t>bases[0] + 1
+        seg_end = base + starts[1] if n_seg > 1 else end
         while p < end:
+            while p >= seg_end:
+                s += 1
+                key = keys[s]
+                shift = <uint64_t>bases[s] - <uint64_t>starts[s] + 1
+                seg_end = base + starts[s + 1] if s + 1 < n_seg else end
             q = <const uint8_t*> memchr(p, 10, end - p)
             length = q - p + 1
-            b2 = tm_mix64(<uint64_t>key + (<uint64_t>idx + 1) * TM_GAMMA) % k
+            b2 = tm_mix64(key + (<uint64_t>(p - base) + shift) * TM_GAMMA) % k
             if noted < cap:
                 note[noted] = (length << 24) | <int64_t>b2
                 noted += 1
             pos[b2 + 1] += length
             lines[b2] += 1
-            idx += 1
+            m += 1
             p = q + 1
         for i in range(<Py_ssize_t>k):
             pos[i + 1] += pos[i]
@@ -118,17 +133,24 @@ def scatter_chunk(const uint8_t[::1] buf, Py_ssize_t n, uint64_t key, int64_t fi
             memcpy(dst + pos[b2], p, length)
             pos[b2] += length
             p += length
-        idx = first_index + noted
+        s = 0
+        key = keys[0]
+        shift = <uint64_t>bases[0] + 1
+        seg_end = base + starts[1] if n_seg > 1 else end
         while p < end:
+            while p >= seg_end:
+                s += 1
+                key = keys[s]
+                shift = <uint64_t>bases[s] - <uint64_t>starts[s] + 1
+                seg_end = base + starts[s + 1] if s + 1 < n_seg else end
             q = <const uint8_t*> memchr(p, 10, end - p)
             length = q - p + 1
-            b2 = tm_mix64(<uint64_t>key + (<uint64_t>idx + 1) * TM_GAMMA) % k
+            b2 = tm_mix64(key + (<uint64_t>(p - base) + shift) * TM_GAMMA) % k
             memcpy(dst + pos[b2], p, length)
             pos[b2] += length
-            idx += 1
             p = q + 1
     free(pos)
-    return idx - first_index
+    return m
 
 
 # A line of a loaded bucket is indexed by one int64: its start offset in the high 40 bits and its

@@ -404,10 +404,12 @@ class WritebackFile(io.FileIO):
     plain file.
     """
 
-    def __init__(self, path, mode="xb"):
+    def __init__(self, path, mode="xb", at: int = 0):
         super().__init__(path, mode)
-        self._pos = 0
-        self._started = 0      # bytes whose writeback has been started
+        if at:
+            self.seek(at)      # writes go on from byte ``at`` (mode ``r+b``: into a file made before)
+        self._pos = at
+        self._started = at     # where the bytes whose writeback is not started yet begin
 
     def write(self, data):
         n = super().write(data)
@@ -416,7 +418,7 @@ class WritebackFile(io.FileIO):
         return n
 
     def wrote(self, n: int) -> None:
-        """Count ``n`` bytes written at the end of the file by :meth:`write` or by other means
+        """Count ``n`` bytes written at the file's position by :meth:`write` or by other means
         (``copy_file_range`` on :meth:`fileno`), and start their writeback in steps."""
         self._pos += n
         if _START_WRITEBACK is not None and self._pos - self._started >= WRITEBACK_STEP:

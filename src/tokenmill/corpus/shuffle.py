@@ -96,23 +96,29 @@ class _Plan:
 
 # ----------------------------------------------------------------------------- reading
 class _ChunkReader:
-    """Yields ``(buffer, n)``: ``buffer[:n]`` holds complete lines (each ending with a newline).
+    """Yields ``(buffer, n, segments)``: ``buffer[:n]`` holds complete lines (each ending with a
+    newline), and ``segments`` says where they come from: ``(position, file, offset)`` for
+    each file the chunk holds lines of, ``buffer[position:]`` being bytes of the ``file``-th
+    input from ``offset`` on (until the next segment's position).
 
     Lines run across chunk boundaries and file boundaries are respected: a file whose last line
     lacks a newline gets one. The consumer must call :meth:`release` with each buffer when done;
     there are only two buffers, so memory stays at two chunks (a line longer than a chunk grows
-    one buffer, up to ``max_line``).
+    one buffer, up to ``max_line``). ``files``: the number of each path among the job's inputs
+    (default: its place in ``paths``).
     """
 
-    def __init__(self, paths, chunk: int, max_line: int, budget_text: str = "", stop=None):
+    def __init__(self, paths, chunk: int, max_line: int, budget_text: str = "", stop=None, files=None,
+                 buffers=()):
         self.stop = stop if stop is not None else threading.Event()
         self.paths = list(paths)
+        self.files = list(files) if files is not None else list(range(len(self.paths)))
         self.chunk = chunk
         self.max_line = max_line
         self.budget_text = budget_text
         self.free: queue.Queue = queue.Queue()
-        self.free.put(None)
-        self.free.put(None)
+        for buf in (list(buffers) + [None, None])[:2]:     # arrays of ``chunk`` bytes to use, else fresh ones
+            self.free.put(buf)
         self.bytes_in = 0
 
     def release(self, buf) -> None:
@@ -131,13 +137,17 @@ class _ChunkReader:
     def __iter__(self):
         buf = self._get()
         filled = 0
-        for source in self.paths:
-            f, step, path = self._open(source)
+        segs: list = []
+        for source, number in zip(self.paths, self.files):
+            f, step, path, offset = self._open(source)   # offset: of buf[filled] in this file
+            if segs and segs[-1][0] == filled:
+                segs.pop()                                # the previous file added nothing
+            segs.append((filled, number, offset))
             last_byte = 10
             try:
                 while True:
                     if filled == buf.size:
-                        buf, filled, out = self._emit(buf, filled, path)
+                        buf, filled, out, segs = self._emit(buf, filled, path, segs, number, offset)
                         if out is not None:
                             yield out
                         continue
@@ -149,6 +159,7 @@ class _ChunkReader:
                     if not n:
                         break
                     filled += n
+                    offset += n
                     self.bytes_in += n
                     last_byte = int(buf[filled - 1])
             finally:
@@ -156,25 +167,28 @@ class _ChunkReader:
                     f.close()
             if last_byte != 10:  # the documented newline rule
                 if filled == buf.size:
-                    buf, filled, out = self._emit(buf, filled, path)
+                    buf, filled, out, segs = self._emit(buf, filled, path, segs, number, offset)
                     if out is not None:
                         yield out
                 buf[filled] = 10
                 filled += 1
+                offset += 1
                 self.bytes_in += 1
         if filled:
-            yield buf, filled
+            yield buf, filled, segs
         else:
             self.release(buf)
 
     def _open(self, path):
-        """``(file, step, name)``: the input to read, how much of it to read at a time (None:
-        as much as the buffer takes) and its name for error messages."""
+        """``(file, step, name, offset)``: the input to read, how much of it to read at a time
+        (None: as much as the buffer takes), its name for error messages and the offset in it
+        of the first byte read."""
         step = None if path == "-" or tio.compression_of(path) is None else 4 * MiB
-        return tio.open_input(path), step, path
+        return tio.open_input(path), step, path, 0
 
-    def _emit(self, buf, filled, path):
-        """The buffer is full: hand over its complete lines, keep the partial last line."""
+    def _emit(self, buf, filled, path, segs, number, offset):
+        """The buffer is full: hand over its complete lines, keep the partial last line (of
+        file ``number``, whose byte ``offset`` would come next)."""
         last = _k.last_newline(buf, filled)
         if last < 0:  # one line fills the whole buffer: grow it
             if buf.size > self.max_line:
@@ -183,13 +197,14 @@ class _ChunkReader:
                                        f"raise --memory")
             bigger = np.empty(min(2 * buf.size, self.max_line + 1), np.uint8)
             bigger[:filled] = buf[:filled]
-            return bigger, filled, None
+            return bigger, filled, None, segs
         nxt = self._get()
         tail = filled - (last + 1)
         if tail > nxt.size:
             nxt = np.empty(max(tail * 2, self.chunk), np.uint8)
         nxt[:tail] = buf[last + 1:filled]
-        return nxt, tail, (buf, last + 1)
+        # every file ends with a newline, so the partial line is the current file's
+        return nxt, tail, (buf, last + 1, [g for g in segs if g[0] <= last]), [(0, number, offset - tail)]
 
 
 def _threaded(iterable, stop: threading.Event, depth: int = 1):
@@ -342,26 +357,30 @@ class _Scatter:
 
 
 def _scatter(chunks, reader: _ChunkReader, scatter: _Scatter, key: int, plan: _Plan,
-             bar: Progress | None, writer_threads: bool, stop: threading.Event, first: int = 0) -> int:
-    """Scatter every chunk, whose first line has index ``first``; returns the number of lines.
-    With ``writer_threads``, bucket writes of chunk i overlap the scatter of chunk i + 1 (two
-    staging buffers)."""
+             bar: Progress | None, writer_threads: bool, stop: threading.Event, staging=()) -> int:
+    """Scatter every chunk under the node key ``key`` (each file under its
+    :func:`~tokenmill.corpus.shuffle_reference.file_key`); returns the number of lines. With
+    ``writer_threads``, bucket writes of chunk i overlap the scatter of chunk i + 1 (two staging
+    buffers). ``staging``: arrays of ``plan.chunk`` bytes to use as such, else fresh ones."""
     k = scatter.k
-    index = first
+    total = 0
     pending = None
     pool = ThreadPoolExecutor(1, thread_name_prefix="tokenmill-shuffle-writer") if writer_threads else None
-    spare = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+    spare = (list(staging) + [np.empty(0, np.uint8), np.empty(0, np.uint8)])[:2]
     scratch = np.zeros(max(1024, plan.chunk // 64), np.int64)  # 8 B per noted line: 1/8 of a chunk
     try:
-        for buf, n in chunks:
+        for buf, n, segs in chunks:
             out = spare.pop()
             if out.size < n:
                 out = np.empty(max(n, plan.chunk), np.uint8)
             offsets = np.empty(k + 1, np.int64)
             lines = np.empty(k, np.int64)
-            m = _k.scatter_chunk(buf, n, key, index, k, out, offsets, lines, scratch)
+            keys = np.array([ref.file_key(key, f) for _, f, _ in segs], np.uint64)
+            starts = np.array([g[0] for g in segs], np.int64)
+            bases = np.array([g[2] for g in segs], np.int64)
+            m = _k.scatter_chunk(buf, n, keys, starts, bases, k, out, offsets, lines, scratch)
             reader.release(buf)
-            index += m
+            total += m
             if pending is not None:
                 spare.append(pending.result())
                 pending = None
@@ -386,7 +405,7 @@ def _scatter(chunks, reader: _ChunkReader, scatter: _Scatter, key: int, plan: _P
                 except BaseException:
                     pass
             pool.shutdown(wait=True)
-    return index - first
+    return total
 
 
 # ------------------------------------------------------------------------------ the output
@@ -781,7 +800,7 @@ class _Shuffle:
         spill_path = None
         with self._bar("read", total) as bar:
             try:
-                for buf, n in chunks:
+                for buf, n, _ in chunks:
                     if spill_fd is None and used + n <= cap:
                         mem[used:used + n] = buf[:n]
                         m = _k.count_lines(buf, n)

@@ -1,17 +1,18 @@
 """``tokenmill shuffle`` as tasks on an engine (``--engine ray``; see :mod:`tokenmill.engine`).
 
-The local shuffle sends line ``i`` of the input (its index over all inputs) to bucket
-``mix64(key + (i + 1) * GAMMA) % K`` and shuffles each bucket with a key of its own (see
-``shuffle_reference``). The same steps as tasks:
+The local shuffle sends the line that starts at byte ``o`` of input ``f`` to bucket
+``mix64(file_key(key, f) + (o + 1) * GAMMA) % K`` and shuffles each bucket with a key of its own
+(see ``shuffle_reference``). A line's bucket depends on where it starts only, so the same
+steps run as tasks without a pass to count lines first:
 
-1. *Count*, one task per input shard (:mod:`tokenmill.corpus.splits`): its lines. Their running
-   sum gives each shard the index of its first line, so a line's bucket does not depend on
-   which task reads it.
-2. *Scatter*, one task per shard: its lines into K bucket files of its own.
-3. *Shuffle*, one task per bucket: the bucket's files of every shard, in shard order, are the
+1. *Scatter*, one task per input shard (:mod:`tokenmill.corpus.splits`): its lines into K
+   bucket files of its own.
+2. *Shuffle*, one task per bucket: the bucket's files of every shard, in shard order, are the
    local run's bucket file line for line; the task shuffles it in memory with the bucket's key
    (or, when it outgrows the budget, scatters it again, as a local run does) and writes it out.
-4. Into one plain output, each bucket task writes in place, at the offset the bucket sizes
+   As each bucket task ends, the driver removes the files it read (a local run removes a
+   bucket file once loaded), so their space and page cache take the next buckets' output.
+3. Into one plain output, each bucket task writes in place, at the offset the bucket sizes
    give (the driver made the file at its final size and renames it when all are done); into
    shards or a compressed output, the driver writes the shuffled buckets in order.
 
@@ -69,38 +70,25 @@ class _ShardReader(sh._ChunkReader):
             f.seek(a)
         except OSError as exc:
             raise InputError(shard.path, f"cannot read: {exc.strerror or exc}") from None
-        return _Range(f, b - a), None, shard.path
-
-
-def _reader(shard, plan, memory: str):
-    return _ShardReader([shard], plan.chunk, plan.max_line, memory, threading.Event())
+        return _Range(f, b - a), None, shard.path, a
 
 
 # ------------------------------------------------------------------------------- tasks
 
-def count_lines(task) -> int:
-    """Task: the lines of one shard (a last line without a newline counts as one)."""
-    shard, plan, memory = task
-    reader = _reader(shard, plan, memory)
-    lines = 0
-    for buf, n in reader:
-        lines += sh._k.count_lines(buf, n)
-        reader.release(buf)
-    return lines
-
-
 def scatter_shard(task) -> dict:
-    """Task: scatter one shard, whose first line has index ``first``, into K bucket files in a
-    fresh folder of the work folder. Returns ``{"folder", "files", "bytes", "lines"}``."""
+    """Task: scatter one shard into K bucket files in a fresh folder of the work folder.
+    Returns ``{"folder", "files", "bytes", "lines"}``."""
     from ..engine import fault_point
 
-    shard, first, key, k, plan, memory, work = task
+    shard, key, k, plan, memory, work = task
     folder = os.path.join(work, tio.temp_name("scatter"))
     os.mkdir(folder, 0o700)
     scatter = sh._Scatter(folder, (), k)
     try:
-        reader = _reader(shard, plan, memory)
-        sh._scatter(iter(reader), reader, scatter, key, plan, None, False, threading.Event(), first=first)
+        arrays = _kept(("scatter", plan.chunk), lambda: [np.empty(plan.chunk, np.uint8) for _ in range(3)])
+        reader = _ShardReader([shard], plan.chunk, plan.max_line, memory, threading.Event(), files=[shard.file],
+                              buffers=arrays[:2])
+        sh._scatter(iter(reader), reader, scatter, key, plan, None, False, threading.Event(), staging=arrays[2:])
     finally:
         scatter.close()
     fault_point("shuffle-scatter")     # tests: a task killed with its buckets written
@@ -117,8 +105,9 @@ class _InPlace:
         self.file = None
 
     def open(self, path, level=None):
-        self.file = open(self.path, "r+b", buffering=0)
-        self.file.seek(self.offset)
+        # its writeback starts as it goes, as for any output, so that the driver's fsync has
+        # little left to write
+        self.file = tio.WritebackFile(self.path, "r+b", at=self.offset)
         return self.file
 
     def __enter__(self):
@@ -131,18 +120,20 @@ class _InPlace:
             self.file.close()
 
 
-_BUFFERS: dict = {}
+_KEPT: dict = {}
 
 
-def _buffers(limit: int):
-    """The arrays buckets are loaded into, kept by the worker process from task to task (as a
-    local run keeps them from bucket to bucket: fresh memory is paged in and zeroed by the
-    kernel every time, which made the bucket step twice as slow)."""
-    buffers = _BUFFERS.get(limit)
-    if buffers is None:
-        _BUFFERS.clear()
-        buffers = _BUFFERS[limit] = sh._LeafBuffers(limit)
-    return buffers
+def _kept(kind: tuple, make):
+    """What ``make()`` returns (arrays), kept by the worker process from task to task, as a local
+    run keeps its arrays from chunk to chunk and from bucket to bucket: fresh memory is paged
+    in and zeroed by the kernel every time (fresh bucket arrays made the bucket step twice as
+    slow; fresh read buffers cost the scatter as much zeroing as it read). One ``kind`` at a
+    time, so that a worker never holds more than one task's budget."""
+    got = _KEPT.get(kind)
+    if got is None:
+        _KEPT.clear()
+        got = _KEPT[kind] = make()
+    return got
 
 
 def shuffle_bucket(task) -> dict:
@@ -164,7 +155,7 @@ def shuffle_bucket(task) -> dict:
         with (tio.AtomicOutputs(fsync=False) if target is None else _InPlace(*target)) as outs:
             sink = sh._Sink(out_path, n_lines, spec, plan.gather, outs)
             if node.cost <= plan.max_cost:
-                buffers = _buffers(plan.max_cost)
+                buffers = _kept(("bucket", plan.max_cost), lambda: sh._LeafBuffers(plan.max_cost))
                 pair = buffers.take(n_bytes, n_lines)
                 try:
                     buf, at = pair[0], 0
@@ -224,18 +215,20 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
             return sh.ShuffleResult(**{**r, "seconds": time.monotonic() - t0})
         with WorkFolder(job.tmp_root, "shuffle-job") as work:
             shards = plan_shards(inputs, None, engine.parallel_tasks)
-            sizes = [s.size for s in shards]
-            counted = engine.map(count_lines, [(s, plan, spec.memory) for s in shards],
-                                 label="shuffle (count lines)", progress=progress, sizes=sizes)
-            firsts = np.concatenate([[0], np.cumsum(counted)]).tolist()
             key = ref.derive_key(job.seed, ref.SCATTER, ())
-            scattered = engine.map(
-                scatter_shard, [(s, firsts[i], key, k, plan, spec.memory, work.path) for i, s in enumerate(shards)],
-                label="shuffle (scatter)", progress=progress, sizes=sizes)
+            scattered = engine.map(scatter_shard, [(s, key, k, plan, spec.memory, work.path) for s in shards],
+                                   label="shuffle (scatter)", progress=progress, sizes=[s.size for s in shards])
             buckets = [[(m["files"][b], m["bytes"][b], m["lines"][b]) for m in scattered] for b in range(k)]
             sizes = [sum(p[1] for p in pieces) for pieces in buckets]
             total_lines = sum(p[2] for pieces in buckets for p in pieces)
             total_bytes = sum(sizes)
+
+            def drop(b, _):
+                # a shuffled bucket's pieces, as a local run removes a bucket file once loaded:
+                # the space and page cache they free takes the next buckets' output
+                for path, _, _ in buckets[b]:
+                    _unlink(path)
+
             if spec.shards is None and spec.lines_per_shard is None and tio.compression_of(output) is None:
                 # one plain output: each bucket task writes its bytes in place, at its offset
                 with tio.AtomicOutputs(fsync=sh.FSYNC) as outs:
@@ -245,12 +238,12 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
                     target = outs.temp_paths[-1]
                     done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path,
                                                         (target, offsets[b])) for b in range(k)],
-                                      label="shuffle (buckets)", progress=progress, sizes=sizes)
+                                      label="shuffle (buckets)", progress=progress, sizes=sizes, done=drop)
                 names = [output]
             else:
                 done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path, None)
                                                    for b in range(k)],
-                                  label="shuffle (buckets)", progress=progress, sizes=sizes)
+                                  label="shuffle (buckets)", progress=progress, sizes=sizes, done=drop)
                 names = _write_outputs(output, [d["file"] for d in done], total_lines, spec, plan, job)
             for m in scattered:
                 shutil.rmtree(m["folder"], ignore_errors=True)
@@ -260,6 +253,13 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
         lines=total_lines, bytes=total_bytes, outputs=names, seconds=time.monotonic() - t0, root_buckets=k,
         rescattered=sum(d["rescattered"] for d in done), in_memory=False, max_bucket_cost=plan.max_cost,
         target_bucket_cost=plan.target, seed=job.seed)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _write_outputs(output: str, pieces: list[str], total_lines: int, spec: ShuffleSpec, plan, job) -> list:
@@ -290,6 +290,6 @@ def _write_outputs(output: str, pieces: list[str], total_lines: int, spec: Shuff
                         written += lines
                         bar.update(cut, lines)
                         view = view[cut:]
-            os.unlink(piece)
+            _unlink(piece)
         return sink.names
 

@@ -10,8 +10,12 @@ Randomness is counter based, so it never depends on how the work is scheduled:
 
 * ``derive_key(seed, tag, path)`` gives a 64-bit key per tree node (``path`` = bucket numbers
   from the root; the root is ``()``);
-* line ``i`` (its index inside the node, global line index at the root) goes to bucket
-  ``mix64(key + (i + 1) * GAMMA) % K`` (SplitMix64 at counter i + 1);
+* a line goes to bucket ``mix64(file_key(key, f) + (o + 1) * GAMMA) % K`` (SplitMix64 at
+  counter o + 1), where ``o`` is the byte offset at which the line starts in the ``f``-th file
+  being scattered: one of the inputs at the root (its decompressed bytes; a last line without
+  a newline gets one), the node's bucket file below it (f = 0). A line's bucket thus depends on
+  the line's own place only, so a task that reads any part of an input can scatter it without
+  counting the lines before it;
 * Fisher-Yates of a leaf with key ``k``: for i = n-1 .. 1, ``j = mix64(k + t * GAMMA) % (i + 1)``
   with t = 1, 2, ..., then swap items i and j.
 
@@ -48,8 +52,30 @@ def derive_key(seed: int, tag: int, path: tuple[int, ...] = ()) -> int:
     return h
 
 
-def bucket_of(key: int, index: int, k: int) -> int:
-    return mix64(key + (index + 1) * GAMMA) % k
+def file_key(key: int, f: int) -> int:
+    """The key of the ``f``-th file scattered under node key ``key``."""
+    return mix64(key ^ mix64((f + 1) * GAMMA))
+
+
+def bucket_of(key: int, counter: int, k: int) -> int:
+    return mix64(key + (counter + 1) * GAMMA) % k
+
+
+def scatter(lines: list[bytes], key: int, k: int, file_lines: list[int] | None = None) -> list[list[bytes]]:
+    """``lines`` (the files' lines in order; ``file_lines``: how many each file holds, default
+    one file) into ``k`` buckets, in order inside each."""
+    counts = file_lines if file_lines is not None else [len(lines)]
+    if sum(counts) != len(lines):
+        raise ValueError("file_lines must add up to the number of lines")
+    parts: list[list[bytes]] = [[] for _ in range(k)]
+    i = 0
+    for f, count in enumerate(counts):
+        fk, offset = file_key(key, f), 0
+        for line in lines[i:i + count]:
+            parts[bucket_of(fk, offset, k)].append(line)
+            offset += len(line)
+        i += count
+    return parts
 
 
 def fisher_yates(items: list, key: int) -> list:
@@ -74,22 +100,20 @@ def fanout(cost: int, target_cost: int) -> int:
 
 
 def reference_shuffle(lines: list[bytes], seed: int, root_buckets: int, max_cost: int,
-                      target_cost: int) -> list[bytes]:
-    """Shuffle ``lines`` (each ending with ``b"\\n"``) exactly as ``tokenmill.shuffle`` does with
-    the same plan: ``root_buckets`` first-level buckets, leaves of cost <= ``max_cost`` shuffled
-    in memory, bigger ones scattered again into ``fanout(cost, target_cost)`` buckets."""
+                      target_cost: int, file_lines: list[int] | None = None) -> list[bytes]:
+    """Shuffle ``lines`` (each ending with ``b"\\n"``; ``file_lines``: how many lines each input
+    file holds, default one file) exactly as ``tokenmill.shuffle`` does with the same plan:
+    ``root_buckets`` first-level buckets, leaves of cost <= ``max_cost`` shuffled in memory,
+    bigger ones scattered again into ``fanout(cost, target_cost)`` buckets."""
     out: list[bytes] = []
-    _node(lines, seed, (), root_buckets, max_cost, target_cost, out)
+    _node(lines, seed, (), root_buckets, max_cost, target_cost, out, file_lines)
     return out
 
 
-def _node(lines, seed, path, k, max_cost, target_cost, out):
+def _node(lines, seed, path, k, max_cost, target_cost, out, file_lines=None):
     if len(path) > MAX_DEPTH:
         raise RuntimeError("shuffle: bucket tree too deep")
-    key = derive_key(seed, SCATTER, path)
-    parts: list[list[bytes]] = [[] for _ in range(k)]
-    for i, line in enumerate(lines):
-        parts[bucket_of(key, i, k)].append(line)
+    parts = scatter(lines, derive_key(seed, SCATTER, path), k, file_lines)
     for b, part in enumerate(parts):
         sub = path + (b,)
         cost = bucket_cost(sum(map(len, part)), len(part))

@@ -25,6 +25,7 @@ class Shard:
     start: int = 0
     end: int | None = None
     size: int = 0              # bytes, for progress (0: unknown)
+    file: int = 0              # the number of ``path`` among the job's inputs
 
 
 def plan_shards(paths: list[str], field: str | None, parts: int, shard_bytes: int | None = None,
@@ -42,14 +43,14 @@ def plan_shards(paths: list[str], field: str | None, parts: int, shard_bytes: in
     rounds = max(1, -(-total // (shard_bytes * parts))) if total else 1
     step = max(min_bytes, -(-total // (rounds * parts)) if total else shard_bytes)
     out = []
-    for p in paths:
+    for f, p in enumerate(paths):
         if p not in plain:
-            out.append(Shard(p, 0, None, sizes[p] or 0))
+            out.append(Shard(p, 0, None, sizes[p] or 0, f))
             continue
         n = max(1, -(-sizes[p] // step))
         for k in range(n):
             a, b = sizes[p] * k // n, sizes[p] * (k + 1) // n
-            out.append(Shard(p, a, b, b - a))
+            out.append(Shard(p, a, b, b - a, f))
     return out
 
 
