@@ -116,6 +116,31 @@ def test_one_group_of_count_tasks_is_final_without_a_reduce(tmp_path, small_shar
     assert os.listdir(work) == []
 
 
+@pytest.mark.parametrize("name,top", [("counts.tsv", None), ("counts.tsv.zst", 30)])
+def test_one_count_task_writes_the_tsv_itself(tmp_path, small_shards, monkeypatch, name, top):
+    """With one group, the map task writes the job's TSV (compressed by the output's name) and
+    the driver only moves it into place: the same bytes as a local count, nothing left over."""
+    import tokenmill.engine as engine_mod
+    from tokenmill.corpus import io as tio
+
+    p = tmp_path / "in.txt"
+    p.write_bytes(_text(21, 3000))
+    local, tasks = tmp_path / "local" / name, tmp_path / "tasks" / name
+    local.parent.mkdir()
+    tasks.parent.mkdir()
+    count_ngrams([str(p)], local, unit="char", order=3, top=top, progress=False)
+    import tokenmill.counting as counting_mod
+
+    monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(workers=2))
+    monkeypatch.setattr(counting_mod, "_write_result", None)      # the driver does not write it
+    r = count_ngrams([str(p)], tasks, unit="char", order=3, top=top, progress=False, engine="ray")
+    with tio.open_input(str(local)) as a, tio.open_input(str(tasks)) as b:
+        data = b.read()
+        assert a.read() == data
+    assert r.written == data.count(b"\n") == (top or r.distinct)
+    assert os.listdir(tasks.parent) == [name]
+
+
 def test_a_reduce_that_does_not_fit_makes_more_passes(tmp_path, small_shards):
     rng = random.Random(5)
     p = tmp_path / "in.txt"

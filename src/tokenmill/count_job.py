@@ -144,7 +144,10 @@ def count_group(task) -> dict:
     [path or None per partition], "entries": [how many per partition], "lines", "bytes",
     "units", "passes"}``. With ``final = (min_count, top)`` (the only group: its counts are
     complete), write each pass's entries with count >= min_count, sorted (``top`` at most), and
-    return ``{"runs": [(file, entries)], "distinct", ...}`` as :func:`reduce_partition` does."""
+    return ``{"runs": [(file, entries)], "distinct", ...}`` as :func:`reduce_partition` does;
+    with ``final = (min_count, top, (path, space_byte))``, write the job's TSV to ``path``
+    instead (compressed by its extension; the driver moves it into place) and return
+    ``{"runs": [], "written": lines, ...}``."""
     from .counting import PassCounter, Run, remove_runs
     from .corpus.io import temp_name
     from .engine import fault_point
@@ -155,17 +158,29 @@ def count_group(task) -> dict:
     counter = PassCounter(GroupSource(shards, what.field), units, order, memory=budget,
                           workers=threads, progress=False, label="count", tmp_dir=folder)
     if final is not None:
-        runs = []
+        min_count, top, tsv = (tuple(final) + (None,))[:3]
+        runs, written = [], None
         try:
-            runs = counter.run(*final)
-            runs = [r.spill(folder) if isinstance(r, Run) else r for r in runs]
-            fault_point("count-map")        # tests: a task killed with its runs written
+            runs = counter.run(min_count, top)
+            if tsv is None:
+                runs = [r.spill(folder) if isinstance(r, Run) else r for r in runs]
+            else:
+                # the job's output, as a local count writes it: no run file for the driver to
+                # read back and write out again
+                from .corpus.io import atomic_output
+                from .counting import write_tsv
+
+                with atomic_output(tsv[0]) as out:
+                    written = write_tsv(out, runs, top, tsv[1], workers=threads)
+                remove_runs(runs)
+                runs = []
+            fault_point("count-map")        # tests: a task killed with its runs (or TSV) written
         except BaseException:
             remove_runs(runs)
             raise
         st = counter.stats
-        return {"runs": [(r.path, len(r)) for r in runs], "distinct": st.distinct, "lines": st.lines,
-                "bytes": st.bytes, "units": st.units, "passes": st.passes}
+        return {"runs": [(r.path, len(r)) for r in runs], "written": written, "distinct": st.distinct,
+                "lines": st.lines, "bytes": st.bytes, "units": st.units, "passes": st.passes}
     out = Partitions(folder, temp_name("count-map"), nparts, PARTITION_SALT)
     try:
         for blob, offs, counts in counter.passes(1):
@@ -237,25 +252,28 @@ def _remove(path):
 
 # ------------------------------------------------------------------------------ the job
 
-def run_count(engine, paths: list[str], spec: CountSpec, folder: str, progress: bool):
+def run_count(engine, paths: list[str], spec: CountSpec, folder: str, progress: bool, tsv=None):
     """``tokenmill count`` on ``engine``: see :func:`run_counting`."""
     what = Units(spec.unit, spec.order, spec.field, spec.split, spec.jieba)
-    return run_counting(engine, paths, what, spec.memory, spec.min_count, spec.top, folder, progress)
+    return run_counting(engine, paths, what, spec.memory, spec.min_count, spec.top, folder, progress, tsv=tsv)
 
 
 def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, top: int | None,
-                 folder: str, progress: bool, label: str = "count"):
+                 folder: str, progress: bool, label: str = "count", tsv=None):
     """Count ``what`` on ``engine``; return ``(runs, stats)``: the sorted partitions (entries
     with count >= ``min_count``, ``top`` at most) as :class:`tokenmill.counting.SpilledRun` (or
     one in-memory :class:`~tokenmill.counting.Run`) objects, ready for
     :func:`tokenmill.counting.merged`, and the figures of the job. Every task stays within
-    ``memory``; the files the tasks exchange go to ``folder``."""
+    ``memory``; the files the tasks exchange go to ``folder``.
+
+    ``tsv = (path, space_byte)``: when one map task counts everything (one group), it writes
+    the TSV to ``path`` itself; ``runs`` is then empty and ``stats["written"]`` its lines."""
     from .counting import SpilledRun, remove_runs
 
     budget = task_budget = parse_size(memory)     # each task stays within --memory
     groups = group_shards(plan_shards(paths, what.field, engine.node_tasks), engine.node_tasks)
     nparts = max(1, PARTITIONS_PER_TASK * engine.parallel_tasks)
-    final = (min_count, top) if len(groups) == 1 else None
+    final = (min_count, top, tsv) if len(groups) == 1 else None
     maps = engine.map(count_group, [(g, what, folder, nparts, task_budget, engine.node_threads, final)
                                     for g in groups],
                       label=f"{label} (map)", progress=progress, sizes=[sum(sh.size for sh in g) for g in groups],
@@ -267,6 +285,7 @@ def run_counting(engine, paths: list[str], what: Units, memory, min_count: int, 
         reduced = maps
     else:
         reduced = _reduce(engine, maps, nparts, folder, task_budget, min_count, top, label, progress)
+    stats["written"] = reduced[0].get("written") if final else None
     stats["distinct"] = sum(r["distinct"] for r in reduced)
     stats["passes"] = max([stats["passes"]] + [r["passes"] for r in reduced])
     runs = [SpilledRun(path, n) for r in reduced for path, n in r["runs"]]

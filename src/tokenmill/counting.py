@@ -633,8 +633,18 @@ def _count_on_engine(inputs, output, spec: CountSpec, space_byte: int) -> CountR
     runs = []
     try:
         with WorkFolder(_tmp_dir(output), "count-job") as work:
-            runs, st = run_count(engine, paths, spec, work.path, spec.progress)
-            written, items = _write_result(output, runs, spec, space_byte, os.cpu_count() or 1)
+            tsv = None
+            if output is not None and os.fspath(output) != "-":
+                # a map task that counts everything writes the TSV itself (in the work folder,
+                # compressed by the output's extension); it is moved into place here
+                out = os.path.abspath(os.fspath(output))
+                tsv = (work.file("counts-" + os.path.basename(out)), space_byte)
+            runs, st = run_count(engine, paths, spec, work.path, spec.progress, tsv=tsv)
+            if st["written"] is not None:
+                os.replace(tsv[0], out)
+                written, items = st["written"], None
+            else:
+                written, items = _write_result(output, runs, spec, space_byte, os.cpu_count() or 1)
             remove_runs(runs)
     finally:
         engine.close(report=spec.progress)
