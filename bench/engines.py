@@ -7,7 +7,7 @@ Starts a one-node Ray cluster (`ray start --head --num-cpus CPUS`, its own token
 each job as a fresh `python -m tokenmill ...` subprocess with `--engine local` and with
 `--engine ray --ray-address` that cluster, alternately, best of --repeat; compares the outputs
 byte for byte, and prints a Markdown table with the Ray / local time ratio (the issue's
-target: overhead <= 15 %, i.e. a ratio <= 1.15). The cluster is stopped at the end. Wall times
+target: overhead <= 15 %, i.e. a ratio <= 1.15). The cluster (only it) is stopped at the end. Wall times
 include everything the command does (connecting to Ray included); peak RSS is the local
 command's VmHWM (the Ray figure would leave out the workers, so it is not shown).
 
@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -64,36 +63,6 @@ def run(cmd, env) -> tuple[float, int]:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr}")
     peak = [int(line.split()[1]) * 1024 for line in r.stderr.splitlines() if line.startswith("VMHWM")]
     return wall, peak[-1] if peak else 0
-
-
-def stop_session(sid: int) -> None:
-    """Stop the benchmark's Ray node, and only it (`ray stop` would stop every Ray node of this
-    user on the machine): SIGTERM to the processes of its session, SIGKILL to what is left."""
-    def members():
-        out = []
-        for name in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != b"Z":
-                out.append(int(name))
-        return out
-
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        pids = members()
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.1)
-            pids = members()
-        if not pids:
-            return
 
 
 def main():
@@ -169,7 +138,9 @@ def main():
             print(f"{name}: local {best['local'][0]:.2f} s, ray {best['ray'][0]:.2f} s "
                   f"({rows[-1]['ratio']:.2f}x), identical {identical}", file=sys.stderr)
     finally:
-        stop_session(head.pid)
+        from tokenmill.testing import stop_sessions
+
+        stop_sessions([head.pid])      # this node only (`ray stop` stops every node)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print(f"\n{os.path.basename(args.train)} x {args.copies} (shuffle: x {args.shuffle_copies}), "

@@ -47,48 +47,6 @@ def _ray_cli():
     return str(Path(sys.executable).parent / "ray")
 
 
-def _session_members(sessions) -> list[int]:
-    """The processes (pids) of the given sessions, from /proc."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) in sessions and fields[0] != b"Z":     # state, ppid, pgrp, session, ...
-            out.append(int(name))
-    return out
-
-
-def _stop_sessions(sessions, fallback, env) -> None:
-    """Stop the Ray nodes these tests started, and only them (`ray stop` would stop every Ray
-    node of this user on the machine): SIGTERM to every process of their sessions, SIGKILL to
-    what is left after 15 s. Without /proc, `fallback` (`ray stop --force`)."""
-    import signal
-    import subprocess
-    import time
-
-    if not os.path.isdir("/proc"):
-        subprocess.run(fallback, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        return
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        pids = _session_members(sessions)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.1)
-            pids = _session_members(sessions)
-        if not pids:
-            return
-
-
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster of two nodes, started here and stopped at the end (only its own
@@ -157,7 +115,13 @@ def ray_cluster(tmp_path_factory):
             ray_mod.shutdown()
         except ImportError:
             pass
-        _stop_sessions(sessions, [ray, "stop", "--force"], env)
+        if os.path.isdir("/proc"):
+            from tokenmill.testing import stop_sessions
+
+            stop_sessions(sessions)          # these nodes only (`ray stop` stops every node)
+        else:
+            subprocess.run([ray, "stop", "--force"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120)
         shutil.rmtree(ray_tmp, ignore_errors=True)
         for k, v in saved.items():
             if v is None:

@@ -10,8 +10,8 @@ HELP = "shuffle the lines of files far larger than memory (exact, uniform, repro
 DESCRIPTION = """\
 Write a uniformly random permutation of all lines of all INPUTs to OUT.
 
-Method: every line is sent to one of K temporary bucket files chosen by a hash of (seed, line
-number); each bucket is then shuffled in memory (Fisher-Yates) and the buckets are written one
+Method: every line is sent to one of K temporary bucket files chosen by a hash of the seed, its
+input file and the offset where it starts in it; each bucket is then shuffled in memory (Fisher-Yates) and the buckets are written one
 after the other. This is exact: every permutation is equally likely (unlike a round-robin merge
 of shuffled chunks, or sort -R, which puts equal lines together). K is chosen so that a bucket
 fits the memory budget; a bucket that comes out too big is scattered again. If everything fits
@@ -26,18 +26,17 @@ input size. A single line longer than 40% of --memory is an error, reported befo
 is written. Disk: the temporary folder needs about the input size, the output folder as much.
 
 Reproducible: the same inputs, --seed, --memory and shard options give the same output byte for
-byte; --workers never changes it.
+byte; --workers and --engine never change it.
 
 Safety: outputs are written under a temporary name (.tokenmill-tmp-...) and renamed only when
 complete. Temporary files are removed on success, on errors and on Ctrl-C / SIGTERM. A run that
 was killed outright (SIGKILL, power loss) leaves them behind; the next tokenmill run using the
 same folders removes them (only those of processes that no longer exist on this host).
 
---engine ray runs the same steps as tasks on a Ray cluster (pip install "tokenmill[ray]"): the
-lines of each input part are counted (so that every line keeps its number), each part is
-scattered into K buckets of its own, each bucket is shuffled by one task and written in order
-into OUT (in place, at its offset, for one plain file; otherwise by this process): the same
-bytes as a local run. Inputs, OUT's folder and
+--engine ray runs the same steps as tasks on a Ray cluster (pip install "tokenmill[ray]"): each
+input part is scattered into K buckets of its own, each bucket is shuffled by one task and
+written in order into OUT (in place, at its offset, for one plain file; otherwise by this
+process): the same bytes as a local run. Inputs, OUT's folder and
 --tmp must be visible to every node; --memory bounds each task.
 """
 
