@@ -32,9 +32,9 @@ JSON lines with --field. OUT is written under a temporary name and renamed when 
 files are cut into byte ranges (a compressed file or a JSON-lines file is one part), each task
 counts a group of parts on the CPUs of a node within --memory, the counts are added up per hash
 partition, and this process merges the sorted partitions into OUT (on a one-node cluster the
-single task's counts are final, and it writes OUT itself): the same file as a local run. The inputs and OUT's folder
-(where the tasks exchange their files) must be visible to every node; standard input is not
-accepted there.
+single task's counts are final, and it writes OUT itself): the same file as a local run. The
+inputs and OUT's folder (where the tasks exchange their files) must be visible to every node;
+standard input is not accepted there.
 """
 
 

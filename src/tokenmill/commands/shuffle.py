@@ -11,9 +11,10 @@ DESCRIPTION = """\
 Write a uniformly random permutation of all lines of all INPUTs to OUT.
 
 Method: every line is sent to one of K temporary bucket files chosen by a hash of the seed, its
-input file and the offset where it starts in it; each bucket is then shuffled in memory (Fisher-Yates) and the buckets are written one
-after the other. This is exact: every permutation is equally likely (unlike a round-robin merge
-of shuffled chunks, or sort -R, which puts equal lines together). K is chosen so that a bucket
+input file and the offset where it starts in it; each bucket is then shuffled in memory
+(Fisher-Yates) and the buckets are written one after the other. This is exact: every
+permutation is equally likely (unlike a round-robin merge of shuffled chunks, or sort -R, which
+puts equal lines together). K is chosen so that a bucket
 fits the memory budget; a bucket that comes out too big is scattered again. If everything fits
 in the budget, no temporary file is written.
 

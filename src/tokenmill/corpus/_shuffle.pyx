@@ -5,8 +5,9 @@ All loops release the GIL. Lines are ``b"\\n"``-terminated byte runs; callers gu
 buffer passed here holds complete lines only.
 
 Randomness is counter based (SplitMix64): the bucket of a line that starts at byte ``o`` of a
-file with key ``k`` is ``mix64(k + (o + 1) * GAMMA) % K``, and the Fisher-Yates draws of a bucket with key ``k`` are
-``mix64(k + t * GAMMA)`` for t = 1, 2, ... Nothing depends on thread scheduling.
+file with key ``k`` is ``mix64(k + (o + 1) * GAMMA) % K``, and the Fisher-Yates draws of a
+bucket with key ``k`` are ``mix64(k + t * GAMMA)`` for t = 1, 2, ... Nothing depends on thread
+scheduling.
 """
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
