@@ -47,17 +47,13 @@ def _ray_cli():
     return str(Path(sys.executable).parent / "ray")
 
 
-RAY_CLIENT: dict = {}      # "address": the head's Ray Client address (ray://...), once started
-
-
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster of two nodes, started here and stopped at the end (only its own
     processes: other Ray nodes on the machine are left alone): a head with 1 CPU and a second
     node with 2, each `ray start` in a session of its own (so a job of three or more tasks at
     once has to use both). Yields
-    ``(address, fault_dir)`` (the head also serves Ray Client, at ``RAY_CLIENT["address"]``):
-    tasks die at a fault point whose file a test puts in
+    ``(address, fault_dir)``: tasks die at a fault point whose file a test puts in
     ``fault_dir`` (see ``tokenmill.engine.fault_point``)."""
     import importlib.util
     import secrets
@@ -77,14 +73,10 @@ def ray_cluster(tmp_path_factory):
     os.environ.update(auth)
     # the workers import the tokenmill these tests import (installed, or PYTHONPATH=src)
     env = dict(os.environ, TOKENMILL_FAULT_DIR=str(fault_dir), RAY_USAGE_STATS_ENABLED="0")
-    ports = []
-    for _ in range(2):                 # the GCS and the Ray Client server (not in Ray's worker range)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    port, client_port = ports
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
-    RAY_CLIENT["address"] = f"ray://127.0.0.1:{client_port}"
     ray = _ray_cli()
     # Ray's session files (logs, sockets) in a short folder of our own, removed at the end
     import shutil
@@ -104,7 +96,7 @@ def ray_cluster(tmp_path_factory):
 
     try:
         start("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-              "--include-dashboard=false", f"--ray-client-server-port={client_port}")
+              "--include-dashboard=false")
         start(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2")
         import ray as ray_mod
 

@@ -397,22 +397,6 @@ def test_shuffle_tasks_on_the_local_engine_equal_the_local_shuffle(tmp_path, sma
         assert started[-1][0] + started[-1][1] <= tasks.bytes
 
 
-def test_shuffle_cli_through_ray_client_equals_the_local_shuffle(tmp_path, ray_cluster):
-    """``--ray-address ray://HOST:PORT``: the job's driver talks to the cluster through Ray
-    Client (the ``[client]`` part of the extra): 3 scatter and 8 bucket tasks, the local output."""
-    from conftest import RAY_CLIENT
-
-    inputs = _shuffle_inputs(tmp_path)
-    base = [sys.executable, "-m", "tokenmill", "shuffle", *inputs, "--memory", "1M", "--seed", "6"]
-    subprocess.run(base + ["-o", str(tmp_path / "local.txt")], check=True, capture_output=True)
-    r = subprocess.run(base + ["--engine", "ray", "--ray-address", RAY_CLIENT["address"],
-                               "-o", str(tmp_path / "client.txt")], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "local.txt").read_bytes() == (tmp_path / "client.txt").read_bytes()
-    assert any(line.startswith("tokenmill: ray: 11 tasks on ") for line in r.stderr.splitlines()), r.stderr
-    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt.gz", "client.txt", "local.txt"]
-
-
 @pytest.mark.parametrize("where", ["shuffle-scatter", "shuffle-bucket"])
 def test_a_shuffle_task_killed_midway_loses_and_repeats_no_line(tmp_path, ray_cluster, small_shards, where):
     from tokenmill import shuffle

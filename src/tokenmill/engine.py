@@ -163,6 +163,13 @@ class RayEngine:
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            if pending:
+                # until they have stopped, so that none writes into the work folder after the
+                # job has removed it
+                try:
+                    ray.wait(pending, num_returns=len(pending), timeout=10)
+                except Exception:
+                    pass
             raise
         return out
 
