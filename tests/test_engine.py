@@ -288,7 +288,7 @@ def test_a_long_ray_task_moves_the_bar_while_it_runs(tmp_path, ray_cluster, reco
                              done=lambda k, r: ended.append((k, r)))
         assert ended == [(0, counted[0])]
         del recording_bar[:]
-        task = (shard, count_job.Units("char", 4), str(tmp_path), 1, "1G", 1, (1, None))
+        task = (shard, count_job.Units("char", 4), str(tmp_path), 1, "1G", 1, (1, None, None))
         result, = engine.map(count_job.count_group, [task], progress=True, sizes=[shard[0].size])
     finally:
         engine.close()
@@ -363,7 +363,7 @@ def test_shuffle_tasks_on_the_local_engine_equal_the_local_shuffle(tmp_path, sma
     (tmp_path / "empty.txt").write_bytes(b"")
     inputs.insert(1, str(tmp_path / "empty.txt"))
     local = shuffle(inputs, tmp_path / "local.txt", memory="1M", progress=False, **options)
-    seen = []
+    seen, seen_pieces = [], []
     real = shuffle_job.shuffle_bucket
 
     def bucket(task):
@@ -374,7 +374,6 @@ def test_shuffle_tasks_on_the_local_engine_equal_the_local_shuffle(tmp_path, sma
         seen_pieces.append(pieces)
         return real(task)
 
-    seen_pieces = []
     monkeypatch.setattr(shuffle_job, "shuffle_bucket", bucket)
     monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
     from tokenmill.corpus import io as tio

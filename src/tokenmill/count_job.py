@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _spans
+from .corpus.io import remove_file
 from .corpus.splits import ShardSource, plan_shards
 from .counting import read_entries, write_entries
 from .spec import CountSpec, parse_size
@@ -64,7 +65,7 @@ class Partitions:
     def remove(self) -> None:
         for p in self.files:
             if p is not None:
-                _remove(p)
+                remove_file(p)
 
 
 def partition_files(maps: list[dict], nparts: int) -> list[list[str]]:
@@ -78,7 +79,7 @@ def remove_map_files(maps: list[dict]) -> None:
     for m in maps:
         for p in m["files"]:
             if p is not None:
-                _remove(p)
+                remove_file(p)
 
 
 # ------------------------------------------------------------------------------- tasks
@@ -142,11 +143,11 @@ def count_group(task) -> dict:
     """Map task: count a group of shards on ``threads`` threads. With ``final`` None, write its
     counts, split into partitions, to fresh files in the work folder, and return ``{"files":
     [path or None per partition], "entries": [how many per partition], "lines", "bytes",
-    "units", "passes"}``. With ``final = (min_count, top)`` (the only group: its counts are
-    complete), write each pass's entries with count >= min_count, sorted (``top`` at most), and
-    return ``{"runs": [(file, entries)], "distinct", ...}`` as :func:`reduce_partition` does;
-    with ``final = (min_count, top, (path, space_byte))``, write the job's TSV to ``path``
-    instead (compressed by its extension; the driver moves it into place) and return
+    "units", "passes"}``. With ``final = (min_count, top, None)`` (the only group: its counts
+    are complete), write each pass's entries with count >= min_count, sorted (``top`` at most),
+    and return ``{"runs": [(file, entries)], "distinct", ...}`` as :func:`reduce_partition`
+    does; with ``final = (min_count, top, (path, space_byte))``, write the job's TSV to
+    ``path`` instead (compressed by its extension; the driver moves it into place) and return
     ``{"runs": [], "written": lines, ...}``."""
     from .counting import PassCounter, Run, remove_runs
     from .corpus.io import temp_name
@@ -158,7 +159,7 @@ def count_group(task) -> dict:
     counter = PassCounter(GroupSource(shards, what.field), units, order, memory=budget,
                           workers=threads, progress=False, label="count", tmp_dir=folder)
     if final is not None:
-        min_count, top, tsv = (tuple(final) + (None,))[:3]
+        min_count, top, tsv = final
         runs, written = [], None
         try:
             runs = counter.run(min_count, top)
@@ -241,13 +242,6 @@ def reduce_partition(task) -> dict:
         remove_runs(runs)
         raise
     return {"runs": [(r.path, len(r)) for r in runs], "distinct": distinct, "passes": passes}
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # ------------------------------------------------------------------------------ the job

@@ -555,6 +555,14 @@ def atomic_output(path: str | os.PathLike, level: int | None = None):
         yield outs.open(path, level)
 
 
+def remove_file(path: str | os.PathLike) -> None:
+    """Remove ``path`` if it can be removed (a temporary file that may be gone already)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def free_space(folder: str | os.PathLike) -> int | None:
     """Free bytes in the file system holding ``folder`` (None if unknown)."""
     try:

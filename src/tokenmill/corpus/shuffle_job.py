@@ -227,7 +227,7 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
                 # a shuffled bucket's pieces, as a local run removes a bucket file once loaded:
                 # the space and page cache they free takes the next buckets' output
                 for path, _, _ in buckets[b]:
-                    _unlink(path)
+                    tio.remove_file(path)
 
             if spec.shards is None and spec.lines_per_shard is None and tio.compression_of(output) is None:
                 # one plain output: each bucket task writes its bytes in place, at its offset
@@ -253,13 +253,6 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
         lines=total_lines, bytes=total_bytes, outputs=names, seconds=time.monotonic() - t0, root_buckets=k,
         rescattered=sum(d["rescattered"] for d in done), in_memory=False, max_bucket_cost=plan.max_cost,
         target_bucket_cost=plan.target, seed=job.seed)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _write_outputs(output: str, pieces: list[str], total_lines: int, spec: ShuffleSpec, plan, job) -> list:
@@ -290,6 +283,6 @@ def _write_outputs(output: str, pieces: list[str], total_lines: int, spec: Shuff
                         written += lines
                         bar.update(cut, lines)
                         view = view[cut:]
-            _unlink(piece)
+            tio.remove_file(piece)
         return sink.names
 
