@@ -300,6 +300,34 @@ def test_a_long_ray_task_moves_the_bar_while_it_runs(tmp_path, ray_cluster, reco
     assert recording_bar[-1][1] == 1
 
 
+def test_finish_maps_disconnects_in_the_background_and_refuses_more_maps(tmp_path, ray_cluster):
+    """A job that maps no more lets Ray go while it ends (in a process of its own, which
+    connects itself); close() waits until it has."""
+    p = tmp_path / "in.txt"
+    p.write_text("a\nbb\nccc\n")
+    script = f"""
+import ray, threading
+from tokenmill.corpus.splits import count_documents, plan_shards
+from tokenmill.engine import RayEngine
+shard, = plan_shards([{str(p)!r}], None, 1)
+engine = RayEngine({ray_cluster[0]!r})
+assert engine.map(count_documents, [(shard, None)]) == [count_documents((shard, None))]
+engine.finish_maps()
+assert engine._leaving is not None and engine._leaving.name == "tokenmill-ray-disconnect"
+try:
+    engine.map(count_documents, [(shard, None)])
+    raise SystemExit("a map after finish_maps ran")
+except RuntimeError as exc:
+    assert "after finish_maps" in str(exc)
+engine.close()
+assert not ray.is_initialized() and not engine._leaving.is_alive()
+engine.close()                      # twice is harmless
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
 def test_count_cli_on_ray(tmp_path, ray_cluster):
     address, _ = ray_cluster
     rng = random.Random(30)

@@ -640,6 +640,7 @@ def _count_on_engine(inputs, output, spec: CountSpec, space_byte: int) -> CountR
                 out = os.path.abspath(os.fspath(output))
                 tsv = (work.file("counts-" + os.path.basename(out)), space_byte)
             runs, st = run_count(engine, paths, spec, work.path, spec.progress, tsv=tsv)
+            engine.finish_maps()       # Ray disconnects while the counts are written out
             if st["written"] is not None:
                 os.replace(tsv[0], out)
                 written, items = st["written"], None

@@ -117,6 +117,7 @@ def discover_words(inputs, output=None, spec: DiscoverSpec | None = None, **opti
         piece_runs, st2 = counter.count(piece_cutter(kept, order), 1, "discover: count words",
                                         ("cut", order), kept=(blob, offs))
         npieces = st2["distinct"]
+        counter.finish()
 
         # 4. back-check
         rows = []
@@ -197,6 +198,11 @@ class _Counter:
         what = count_job.Units(kind, n, spec.field, kept=path)
         return count_job.run_counting(self.engine, self.paths, what, spec.memory, spec.min_count, None,
                                       self.work.path, spec.progress, label=label)
+
+    def finish(self):
+        """No more counting: an engine may let go of its cluster while the job ends."""
+        if self.engine is not None:
+            self.engine.finish_maps()
 
     def close(self):
         if self.source is not None:

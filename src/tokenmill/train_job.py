@@ -325,6 +325,7 @@ def train_on_engine(trainer, source, field):
                               label="segment (map)", progress=progress, sizes=sizes)
             jobs = [(files, work.path) for files in partition_files(maps, nparts) if files]
             summed = engine.map(pieces_reduce, jobs, label="segment (reduce)", progress=progress)
+            engine.finish_maps()      # the rest (pruning, refining) runs in the driver
             remove_map_files(maps)
             data = PieceData(spec.tmp)
             try:

@@ -232,18 +232,19 @@ def encode_on_engine(job, spec, started: float):
             written = engine.map(write_shard, [(names[k], plan[k], dtype, os.path.abspath(output))
                                                for k in range(len(plan))],
                                  label="encode-corpus (write shards)", progress=progress)
+            engine.finish_maps()       # Ray disconnects while the manifest is written
+        first = 0
+        for w in written:
+            manifest["shards"].append({"name": w["name"], "first_document": first,
+                                       "documents": w["documents"], "tokens": w["tokens"]})
+            first += w["documents"]
+        manifest["documents"] = first
+        manifest["tokens"] = sum(w["tokens"] for w in written)
+        manifest["complete"] = True
+        _write_manifest(output, manifest)
+        _remove_unlisted(output, manifest)
     finally:
         engine.close(report=spec.progress)
-    first = 0
-    for w in written:
-        manifest["shards"].append({"name": w["name"], "first_document": first,
-                                   "documents": w["documents"], "tokens": w["tokens"]})
-        first += w["documents"]
-    manifest["documents"] = first
-    manifest["tokens"] = sum(w["tokens"] for w in written)
-    manifest["complete"] = True
-    _write_manifest(output, manifest)
-    _remove_unlisted(output, manifest)
     return EncodeCorpusResult(output, manifest["documents"], manifest["tokens"], len(manifest["shards"]),
                               sum(p["bytes"] for p in parts), 0, time.monotonic() - started,
                               manifest["tokens"])

@@ -239,11 +239,13 @@ def shuffle_on_engine(inputs: list[str], output: str, spec: ShuffleSpec) -> "sh.
                     done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path,
                                                         (target, offsets[b])) for b in range(k)],
                                       label="shuffle (buckets)", progress=progress, sizes=sizes, done=drop)
+                    engine.finish_maps()      # Ray disconnects while the output is synced
                 names = [output]
             else:
                 done = engine.map(shuffle_bucket, [(b, buckets[b], job.seed, plan, spec.memory, work.path, None)
                                                    for b in range(k)],
                                   label="shuffle (buckets)", progress=progress, sizes=sizes, done=drop)
+                engine.finish_maps()
                 names = _write_outputs(output, [d["file"] for d in done], total_lines, spec, plan, job)
             for m in scattered:
                 shutil.rmtree(m["folder"], ignore_errors=True)
