@@ -1,15 +1,19 @@
 """Benchmark: every job on the local engine and on Ray, on this one machine (not in CI).
 
     PYTHONPATH=src python3 bench/engines.py [--train /tmp/corpus/zh.train.txt] [--cpus 2]
-        [--repeat 2] [--jobs count,shuffle,discover,encode-corpus,train] [--model M.json]
+        [--repeat 2] [--jobs count-1KB,count,shuffle,discover,encode-corpus,train] [--model M.json]
 
 Starts a one-node Ray cluster (`ray start --head --num-cpus CPUS`, its own token), then runs
 each job as a fresh `python -m tokenmill ...` subprocess with `--engine local` and with
 `--engine ray --ray-address` that cluster, alternately, best of --repeat; compares the outputs
 byte for byte, and prints a Markdown table with the Ray / local time ratio (the issue's
-target: overhead <= 15 %, i.e. a ratio <= 1.15). The cluster (only it) is stopped at the end. Wall times
-include everything the command does (connecting to Ray included); peak RSS is the local
-command's VmHWM (the Ray figure would leave out the workers, so it is not shown).
+target: overhead <= 15 %, i.e. a ratio <= 1.15) and the difference in seconds. The cluster
+(only it) is stopped at the end. Wall times include everything the command does (connecting
+to Ray included); peak RSS is each command's VmHWM (on Ray that of the driver only: the
+work is done by Ray's worker processes).
+
+`count-1KB` counts a file of a few lines: what it measures is each engine's fixed cost per
+job (on Ray: importing Ray, connecting, starting the job's worker processes, disconnecting).
 
 Inputs: zh.train.txt of ../shared/corpus (unpack with sh ../shared/corpus/unpack.sh
 /tmp/corpus); the shuffle's is --shuffle-copies copies of it, with --memory a tenth of that.
@@ -32,8 +36,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def jobs(train: str, big: str, model: str):
+def jobs(train: str, big: str, model: str, tiny: str):
     return {
+        "count-1KB": (["count", tiny, "--unit", "char", "--order", "2"], "tiny.tsv"),
         "count": (["count", train, "--unit", "char", "--order", "4", "--min-count", "2", "--memory", "4G"], "count.tsv"),
         "shuffle": (["shuffle", big, "--memory", f"{max(os.path.getsize(big) // 10, 1 << 20)}", "--seed", "1"],
                     "shuffled.txt"),
@@ -70,7 +75,7 @@ def main():
     ap.add_argument("--train", default="/tmp/corpus/zh.train.txt")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--jobs", default="count,shuffle,discover,encode-corpus,train")
+    ap.add_argument("--jobs", default="count-1KB,count,shuffle,discover,encode-corpus,train")
     ap.add_argument("--model", default=None, help="model for encode-corpus (default: train one)")
     ap.add_argument("--shuffle-copies", type=int, default=10,
                     help="the shuffle's input is this many copies of --train (it takes a second locally)")
@@ -114,11 +119,14 @@ def main():
 
         big = copies(args.shuffle_copies, "shuffle-input.txt") if "shuffle" in wanted else args.train
         train = copies(args.copies, "input.txt")
+        tiny = os.path.join(work, "tiny.txt")
+        with open(args.train, "rb") as src, open(tiny, "wb") as f:
+            f.write(b"".join(src.readline() for _ in range(50))[:1024].rsplit(b"\n", 1)[0] + b"\n")
         if "encode-corpus" in wanted and model is None:
             model = os.path.join(work, "bench-model.json")
             run(["train", train, "--vocab-size", "32000", "-o", model, "--no-progress"], env)
         for name in wanted:
-            cmd, out_name = jobs(train, big, model)[name]
+            cmd, out_name = jobs(train, big, model, tiny)[name]
             best = {}
             outs = {}
             for rep in range(args.repeat):
@@ -134,7 +142,7 @@ def main():
             identical = same(outs["local"], outs["ray"])
             rows.append({"job": name, "local_s": best["local"][0], "ray_s": best["ray"][0],
                          "ratio": best["ray"][0] / best["local"][0], "local_peak": best["local"][1],
-                         "identical": identical})
+                         "ray_driver_peak": best["ray"][1], "identical": identical})
             print(f"{name}: local {best['local'][0]:.2f} s, ray {best['ray'][0]:.2f} s "
                   f"({rows[-1]['ratio']:.2f}x), identical {identical}", file=sys.stderr)
     finally:
@@ -145,10 +153,12 @@ def main():
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print(f"\n{os.path.basename(args.train)} x {args.copies} (shuffle: x {args.shuffle_copies}), "
           f"{args.cpus} CPUs, best of {args.repeat}\n")
-    print("| job | local | Ray | Ray / local | outputs identical |")
-    print("|---|---:|---:|---:|---|")
+    print("| job | local | Ray | Ray / local | Ray - local | peak RSS local / Ray driver | outputs identical |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['job']} | {r['local_s']:.2f} s | {r['ray_s']:.2f} s | {r['ratio']:.2f}x | {r['identical']} |")
+        print(f"| {r['job']} | {r['local_s']:.2f} s | {r['ray_s']:.2f} s | {r['ratio']:.2f}x | "
+              f"{r['ray_s'] - r['local_s']:+.2f} s | {r['local_peak'] / 2**20:.0f} / {r['ray_driver_peak'] / 2**20:.0f} MB | "
+              f"{r['identical']} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
