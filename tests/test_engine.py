@@ -328,6 +328,30 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
+def test_tasks_submitted_while_a_map_runs_give_their_results_in_order(tmp_path, ray_cluster):
+    """done= may submit work that a result makes ready; results() returns it in order."""
+    from tokenmill.corpus.splits import count_documents
+    from tokenmill.engine import RayEngine
+
+    paths = []
+    for k in range(3):
+        p = tmp_path / f"in{k}.txt"
+        p.write_text("x\n" * (k + 1))
+        paths.append(p)
+    shards = [plan_shards([str(p)], None, 1)[0] for p in paths]
+    engine = RayEngine(ray_cluster[0])
+    try:
+        submitted = {}
+        mapped = engine.map(count_documents, [(s, None) for s in shards],
+                            done=lambda k, r: submitted.__setitem__(k, engine.submit(count_documents, (shards[k], None),
+                                                                                     cpus=0)))
+        assert sorted(submitted) == [0, 1, 2]
+        assert engine.results([submitted[k] for k in range(3)]) == mapped == [(1, 1), (2, 2), (3, 3)]
+        assert engine.results([]) == []
+    finally:
+        engine.close()
+
+
 def test_count_cli_on_ray(tmp_path, ray_cluster):
     address, _ = ray_cluster
     rng = random.Random(30)
@@ -515,6 +539,28 @@ def test_encode_corpus_on_the_local_engine_tasks_equals_the_local_folder(tmp_pat
     monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
     encode_job.encode_on_engine(job, spec, 0.0)
     assert _folder_bytes(tmp_path / "tasks") == _folder_bytes(tmp_path / "local")
+
+
+def test_encode_corpus_tasks_write_a_shard_as_soon_as_its_parts_are_encoded(tmp_path, small_shards, small_tok,
+                                                                           monkeypatch):
+    """Shards are written while later parts are still being encoded, not after all of them."""
+    from tokenmill.corpus import encode_job, shards
+    from tokenmill.engine import LocalEngine
+
+    inputs = _shuffle_inputs(tmp_path)
+    spec = shards.EncodeCorpusSpec(shard_tokens=4000, eos=True, progress=False)
+    job = shards._open_folder(inputs, small_tok, tmp_path / "tasks", spec)
+    import tokenmill.engine as engine_mod
+
+    calls = []
+    encode, write = encode_job.encode_split, encode_job.write_shard
+    monkeypatch.setattr(encode_job, "encode_split", lambda task: calls.append("encode") or encode(task))
+    monkeypatch.setattr(encode_job, "write_shard", lambda task: calls.append("write") or write(task))
+    monkeypatch.setattr(engine_mod, "make_engine", lambda *a, **k: LocalEngine(tasks=3))
+    result = encode_job.encode_on_engine(job, spec, 0.0)
+    assert calls.count("write") == result.shards > 3
+    assert calls.count("encode") > 3
+    assert calls.index("write") < len(calls) - 1 - calls[::-1].index("encode")   # a write before the last encode
 
 
 # ------------------------------------------------------------------------------ discover

@@ -17,7 +17,9 @@ engine. What a task must do to run on a cluster:
 * ``engine.map(..., done=)`` calls ``done(k, result)`` in the driver as each task ends. A task
   whose result has arrived is not run again, so that is where the files only it read can be
   removed: their space (and their page cache, which the next tasks' writes then reuse) is
-  freed as the job goes rather than at its end.
+  freed as the job goes rather than at its end. It may also ``engine.submit(fn, item)`` work
+  that this result makes ready, which then runs while the map goes on; ``engine.results``
+  collects it afterwards (locally, ``submit`` runs it there and then).
 
 The local engine runs the items one after the other in this process (each task uses all the
 threads the job was given). Ray runs one task per CPU of the cluster, one thread each, or, for
@@ -71,11 +73,23 @@ class LocalEngine:
                 bar.update(shown.rest(), 1)
         return out
 
+    def submit(self, fn, item, cpus: int = 1):
+        """``fn(item)``, run now (see :meth:`RayEngine.submit`); the handle holds its result."""
+        return _Ran(fn(item))
+
+    def results(self, handles, label: str = "tasks", progress: bool = False) -> list:
+        return [h.result for h in handles]
+
     def finish_maps(self) -> None:
         pass
 
     def close(self, report: bool = False) -> None:
         pass
+
+
+class _Ran:
+    def __init__(self, result):
+        self.result = result
 
 
 class RayEngine:
@@ -120,6 +134,7 @@ class RayEngine:
         self._log = None
         self._finished = False      # finish_maps was called
         self._leaving = None        # the thread disconnecting (see finish_maps)
+        self._submitted: list = []  # tasks started by submit() whose results are not taken yet
         # spread over the nodes: a data-parallel job wants every node reading its share
         self._remote = ray.remote(num_cpus=1, max_retries=retries, scheduling_strategy="SPREAD")(_call)
 
@@ -168,17 +183,66 @@ class RayEngine:
                             done(k, out[k])
                         bar.update(shown[k].rest(), 1)
         except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            if pending:
-                # until they have stopped, so that none writes into the work folder after the
-                # job has removed it
-                try:
-                    ray.wait(pending, num_returns=len(pending), timeout=10)
-                except Exception:
-                    pass
+            # with the tasks its done= callback submitted
+            self._cancel(pending + self._submitted)
             raise
         return out
+
+    def submit(self, fn, item, cpus: int = 1):
+        """Start ``fn(item)`` as a task and return at once, with a handle for :meth:`results`:
+        for work that the results of a running map make ready (called from its ``done=``), so
+        that it goes on while the map does. ``cpus=0`` for a task that mostly waits on
+        storage (a copy), which then runs beside the map's tasks instead of taking a CPU from
+        them."""
+        if self._finished:
+            raise RuntimeError("RayEngine.submit after finish_maps")
+        ref = self._remote.options(num_cpus=max(0, min(cpus, self.node_threads))).remote(fn, item)
+        self._submitted.append(ref)
+        return ref
+
+    def results(self, handles, label: str = "tasks", progress: bool = False) -> list:
+        """The results of submitted tasks, in the order of ``handles``, as they end (a bar of
+        tasks under ``label`` while some are still running); a failed one cancels the others."""
+        from .progress import Progress
+
+        ray = self.ray
+        handles = list(handles)
+        if not handles:
+            return []
+        index = {ref: k for k, ref in enumerate(handles)}
+        out = [None] * len(handles)
+        ended, pending = ray.wait(handles, num_returns=len(handles), timeout=0)
+        try:
+            with Progress(label, total_items=len(handles), item_name="tasks",
+                          enabled=None if progress and pending else False) as bar:
+                while True:
+                    for ref in ended:
+                        node, out[index[ref]] = _get(ray, ref)
+                        self.nodes_used.add(node)
+                        self.tasks += 1
+                        bar.update(0, 1)
+                    if not pending:
+                        break
+                    ended, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+        except BaseException:
+            self._cancel(pending + self._submitted)
+            raise
+        taken = set(handles)
+        self._submitted = [r for r in self._submitted if r not in taken]
+        return out
+
+    def _cancel(self, refs) -> None:
+        """Cancel ``refs`` and wait until they have stopped (10 s at most), so that none writes
+        into the work folder after the job has removed it."""
+        refs = list(dict.fromkeys(refs))
+        for ref in refs:
+            self.ray.cancel(ref, force=True)
+        if refs:
+            try:
+                self.ray.wait(refs, num_returns=len(refs), timeout=10)
+            except Exception:
+                pass
+        self._submitted = []
 
     def _progress_log(self):
         if self._log is None:
@@ -190,6 +254,8 @@ class RayEngine:
         job (commits its output). Ray's disconnect takes about 0.3 s; :meth:`close` waits
         for it."""
         self._finished = True
+        if self._submitted:         # never taken (the job failed between): not left running
+            self._cancel(self._submitted)
         if self._log is not None:
             self.ray.kill(self._log)
             self._log = None

@@ -7,12 +7,15 @@
    engine.node_threads``): the task reads its part while that many threads encode it, as a
    local run does, and writes its documents' tokens (with ``--bos`` / ``--eos``) to a file of
    the work folder and the length of each document to another.
-3. The driver reads the lengths, part after part, and cuts the documents into shards exactly
-   where a local run does (a shard closes after the document that brings it to
-   ``--shard-tokens``).
-4. *Write*, one task per shard: copies its documents' tokens out of the parts' files into
-   ``shard-NNNNN.bin`` / ``.idx`` (under temporary names, renamed when complete); then the
-   driver writes the manifest, which lists the shards, as the last step.
+3. As the parts arrive, the driver reads their lengths, part after part in order, and cuts
+   the documents into shards exactly where a local run does (a shard closes after the
+   document that brings it to ``--shard-tokens``).
+4. *Write*, one task per shard, started as soon as the parts it takes documents from are in
+   (``engine.submit``, with no CPU of its own: a copy waits on storage), so that shards are
+   written while later parts are encoded: copies its documents' tokens out of the parts'
+   files into ``shard-NNNNN.bin`` / ``.idx`` (under temporary names, renamed when complete).
+   When all are written the driver writes the manifest, which lists the shards, as the last
+   step.
 
 The folder is the local run's byte for byte. A run on an engine always encodes everything: it
 does not continue a partial folder (it rewrites the same shards), but it still refuses a folder
@@ -165,34 +168,46 @@ def _copy_range(path: str, offset: int, size: int, out) -> None:
 
 # ------------------------------------------------------------------------------ the job
 
-def plan_output_shards(parts: list[dict], shard_tokens: int) -> list[list]:
-    """Cut the documents of the encoded parts (in order) into shards as a local run does: a
-    shard closes after the document that brings it to ``shard_tokens``. Returns, per shard,
-    its pieces ``(tokens file, lengths file, first document, end document, first token)``;
-    reads one part's lengths at a time."""
-    shards, current, filled = [], [], 0
-    for part in parts:
+class ShardCutter:
+    """Cuts the documents of the encoded parts, fed in order, into shards as a local run does:
+    a shard closes after the document that brings it to ``shard_tokens``. A shard is a list of
+    pieces ``(tokens file, lengths file, first document, end document, first token)`` of the
+    parts it takes documents from; :meth:`add` returns the shards that a part closes, so they
+    can be written while later parts are still being encoded. Reads one part's lengths at a
+    time."""
+
+    def __init__(self, shard_tokens: int):
+        self.shard_tokens = shard_tokens
+        self.current: list = []
+        self.filled = 0
+
+    def add(self, part: dict) -> list[list]:
+        closed = []
         if not part["documents"]:
-            continue
+            return closed
         lengths = np.fromfile(part["lengths"], dtype="<i8")
         ends = np.cumsum(lengths)
         d, t = 0, 0                  # next document of the part, its first token
         n = len(lengths)
         while d < n:
-            room = shard_tokens - filled
+            room = self.shard_tokens - self.filled
             # the first document from d whose end brings the shard to the limit closes it
             k = int(np.searchsorted(ends[d:], t + room, side="left")) + d
             last = min(k, n - 1)
             stop = int(ends[last])
-            current.append((part["tokens"], part["lengths"], d, last + 1, t))
-            filled += stop - t
+            self.current.append((part["tokens"], part["lengths"], d, last + 1, t))
+            self.filled += stop - t
             d, t = last + 1, stop
-            if filled >= shard_tokens:
-                shards.append(current)
-                current, filled = [], 0
-    if current:
-        shards.append(current)
-    return shards
+            if self.filled >= self.shard_tokens:
+                closed.append(self.current)
+                self.current, self.filled = [], 0
+        return closed
+
+    def finish(self) -> list[list]:
+        """The last shard, if it has documents."""
+        last = [self.current] if self.current else []
+        self.current, self.filled = [], 0
+        return last
 
 
 def encode_on_engine(job, spec, started: float):
@@ -221,17 +236,35 @@ def encode_on_engine(job, spec, started: float):
                                      label="encode-corpus (count documents)", progress=progress, sizes=sizes)
                 firsts = np.concatenate([[0], np.cumsum([c[0] for c in counted])]).tolist()[:-1]
             model_text = job.tok.to_json()
+            cutter = ShardCutter(spec.shard_tokens)
+            arrived: dict = {}          # parts that ended before one ahead of them
+            writes = []                 # a task per shard, started as soon as its parts are in
+            folder = os.path.abspath(output)
+
+            def write(shards):
+                for shard in shards:
+                    # a copy waits on storage more than it uses a CPU: it runs beside the
+                    # encoding tasks (cpus=0) instead of taking a CPU from them
+                    writes.append(engine.submit(write_shard, (f"shard-{len(writes):05d}", shard, dtype, folder),
+                                                cpus=0))
+
+            fed = 0                     # parts given to the cutter, which takes them in order
+
+            def encoded(k, part):
+                nonlocal fed
+                arrived[k] = part
+                while fed in arrived:
+                    write(cutter.add(arrived.pop(fed)))
+                    fed += 1
+
             # node-wide tasks: each reads its part while the node's other CPUs encode it
             parts = engine.map(encode_split, [(s, firsts[i], model_text, spec.field, alpha, spec.seed,
                                                job.bos, job.eos, dtype, work.path, engine.node_threads)
                                               for i, s in enumerate(splits)],
                                label="encode-corpus (encode)", progress=progress, sizes=sizes,
-                               cpus=engine.node_threads)
-            plan = plan_output_shards(parts, spec.shard_tokens)
-            names = [f"shard-{k:05d}" for k in range(len(plan))]
-            written = engine.map(write_shard, [(names[k], plan[k], dtype, os.path.abspath(output))
-                                               for k in range(len(plan))],
-                                 label="encode-corpus (write shards)", progress=progress)
+                               cpus=engine.node_threads, done=encoded)
+            write(cutter.finish())
+            written = engine.results(writes, label="encode-corpus (write shards)", progress=progress)
             engine.finish_maps()       # Ray disconnects while the manifest is written
         first = 0
         for w in written:
