@@ -348,6 +348,13 @@ def test_tasks_submitted_while_a_map_runs_give_their_results_in_order(tmp_path, 
         assert sorted(submitted) == [0, 1, 2]
         assert engine.results([submitted[k] for k in range(3)]) == mapped == [(1, 1), (2, 2), (3, 3)]
         assert engine.results([]) == []
+        # no more of them run at once than the cluster has CPUs: submit waits for room
+        many = []
+        for k in range(2 * engine.parallel_tasks + 1):
+            many.append(engine.submit(count_documents, (shards[k % 3], None), cpus=0))
+            assert len(engine._running) <= engine.parallel_tasks
+        assert engine.results(many) == [mapped[k % 3] for k in range(len(many))]
+        assert engine._running == engine._submitted == []
     finally:
         engine.close()
 

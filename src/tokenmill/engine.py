@@ -135,6 +135,7 @@ class RayEngine:
         self._finished = False      # finish_maps was called
         self._leaving = None        # the thread disconnecting (see finish_maps)
         self._submitted: list = []  # tasks started by submit() whose results are not taken yet
+        self._running: list = []    # of those, the ones not seen to end
         # spread over the nodes: a data-parallel job wants every node reading its share
         self._remote = ray.remote(num_cpus=1, max_retries=retries, scheduling_strategy="SPREAD")(_call)
 
@@ -193,11 +194,17 @@ class RayEngine:
         for work that the results of a running map make ready (called from its ``done=``), so
         that it goes on while the map does. ``cpus=0`` for a task that mostly waits on
         storage (a copy), which then runs beside the map's tasks instead of taking a CPU from
-        them."""
+        them. At most as many submitted tasks run at once as the cluster has CPUs (beyond
+        that, this waits until one ends)."""
         if self._finished:
             raise RuntimeError("RayEngine.submit after finish_maps")
+        # at most one running per CPU of the cluster (tasks of no CPU are not limited by Ray:
+        # a burst of them would start as many worker processes); the driver waits for room
+        while len(self._running) >= self.parallel_tasks:
+            _, self._running = self.ray.wait(self._running, num_returns=1)
         ref = self._remote.options(num_cpus=max(0, min(cpus, self.node_threads))).remote(fn, item)
         self._submitted.append(ref)
+        self._running.append(ref)
         return ref
 
     def results(self, handles, label: str = "tasks", progress: bool = False) -> list:
@@ -229,6 +236,7 @@ class RayEngine:
             raise
         taken = set(handles)
         self._submitted = [r for r in self._submitted if r not in taken]
+        self._running = [r for r in self._running if r not in taken]
         return out
 
     def _cancel(self, refs) -> None:
@@ -242,7 +250,7 @@ class RayEngine:
                 self.ray.wait(refs, num_returns=len(refs), timeout=10)
             except Exception:
                 pass
-        self._submitted = []
+        self._submitted, self._running = [], []
 
     def _progress_log(self):
         if self._log is None:
