@@ -500,11 +500,12 @@ def test_encode_corpus_on_two_ray_nodes_equals_the_local_folder(tmp_path, ray_cl
     address, fault_dir = ray_cluster
     inputs = _shuffle_inputs(tmp_path)
     local = encode_corpus(inputs, small_tok, tmp_path / "local", progress=False, **options)
-    armed = fault_dir / "encode-split"
-    armed.write_bytes(b"")
+    armed = [fault_dir / "encode-split", fault_dir / "encode-write"]
+    for f in armed:
+        f.write_bytes(b"")
     on_ray = encode_corpus(inputs, small_tok, tmp_path / "ray", progress=False, engine="ray",
                            ray_address=address, **options)
-    assert not armed.exists()          # a task died midway, and was run again
+    assert not any(f.exists() for f in armed)    # an encoding and a shard-writing task died midway, and ran again
     assert (on_ray.documents, on_ray.tokens, on_ray.shards) == (local.documents, local.tokens, local.shards)
     assert local.shards > 3
     assert _folder_bytes(tmp_path / "ray") == _folder_bytes(tmp_path / "local")

@@ -155,3 +155,20 @@ def test_start_writeback_is_a_real_call_on_linux(tmp_path):
         f.write(b"x" * 8192)
         f.flush()
         assert tio._START_WRITEBACK(f.fileno(), 0, 8192, tio._SYNC_FILE_RANGE_WRITE) == 0
+
+
+def test_atomic_outputs_can_keep_their_temporary_files_in_another_folder(tmp_path):
+    """With temp_dir (a job's work folder), nothing appears in the output folder until commit,
+    and an aborted write leaves nothing in either."""
+    out, work = tmp_path / "out", tmp_path / "out" / "work"
+    work.mkdir(parents=True)
+    with tio.AtomicOutputs(temp_dir=str(work)) as outs:
+        f = outs.open(out / "a.bin")
+        f.write(b"abc")
+        assert os.listdir(out) == ["work"] and len(os.listdir(work)) == 1
+    assert (out / "a.bin").read_bytes() == b"abc" and os.listdir(work) == []
+    with pytest.raises(RuntimeError):
+        with tio.AtomicOutputs(temp_dir=str(work)) as outs:
+            outs.open(out / "b.bin").write(b"x")
+            raise RuntimeError("stop")
+    assert sorted(os.listdir(out)) == ["a.bin", "work"] and os.listdir(work) == []

@@ -112,13 +112,16 @@ def encode_split(task) -> dict:
 
 def write_shard(task) -> dict:
     """Task: write shard ``name`` of the output folder: ``pieces`` are ``(tokens file, lengths
-    file, first document, end document, first token)`` of the parts it takes documents from."""
+    file, first document, end document, first token)`` of the parts it takes documents from.
+    Its files are written in the work folder (so that a killed attempt's are removed with it)
+    and renamed into the output folder when complete."""
+    from ..engine import fault_point
     from .shards import AtomicOutputs, write_all
 
-    name, pieces, dtype, folder = task
+    name, pieces, dtype, folder, work = task
     np_dtype = np.dtype(dtype)
     documents = tokens = 0
-    with AtomicOutputs() as outs:
+    with AtomicOutputs(temp_dir=work) as outs:
         fbin = outs.open(os.path.join(folder, name + ".bin"))
         fidx = outs.open(os.path.join(folder, name + ".idx"))
         write_all(fidx, np.zeros(1, "<u8").tobytes())
@@ -129,6 +132,7 @@ def write_shard(task) -> dict:
             _copy_range(tokens_path, t0 * np_dtype.itemsize, n * np_dtype.itemsize, fbin)
             documents += d1 - d0
             tokens += n
+            fault_point("encode-write")     # tests: a task killed with its shard half written
     return {"name": name, "documents": documents, "tokens": tokens}
 
 
@@ -245,8 +249,8 @@ def encode_on_engine(job, spec, started: float):
                 for shard in shards:
                     # a copy waits on storage more than it uses a CPU: it runs beside the
                     # encoding tasks (cpus=0) instead of taking a CPU from them
-                    writes.append(engine.submit(write_shard, (f"shard-{len(writes):05d}", shard, dtype, folder),
-                                                cpus=0))
+                    task = (f"shard-{len(writes):05d}", shard, dtype, folder, work.path)
+                    writes.append(engine.submit(write_shard, task, cpus=0))
 
             fed = 0                     # parts given to the cutter, which takes them in order
 

@@ -446,7 +446,9 @@ def _open_compressed_writer(raw, final_path: str, level: int | None = None):
 class AtomicOutputs:
     """A group of output files that appear under their final names only if all succeed.
 
-    Each :meth:`open` creates ``.tokenmill-tmp-...-<name>`` in the final folder and returns a
+    Each :meth:`open` creates ``.tokenmill-tmp-...-<name>`` in the final folder (or in
+    ``temp_dir``, on the same filesystem: a job's work folder, removed with whatever a killed
+    task left in it) and returns a
     binary writer that compresses by the *final* name's extension. :meth:`commit` flushes,
     fsyncs and renames them all; :meth:`abort` (or leaving the ``with`` block by an exception,
     including ``KeyboardInterrupt``) closes and deletes every temporary file. ``-`` writes to
@@ -460,8 +462,9 @@ class AtomicOutputs:
         # committed here; on an exception nothing named out-00000.txt.gz exists
     """
 
-    def __init__(self, fsync: bool = True):
+    def __init__(self, fsync: bool = True, temp_dir: str | None = None):
         self.fsync = fsync
+        self.temp_dir = temp_dir    # where the temporary files go (same filesystem), else beside
         self._items: list[tuple[str, str, object, object]] = []  # final, temp, writer, raw
         self._done = False
 
@@ -471,7 +474,7 @@ class AtomicOutputs:
             out = sys.stdout.buffer
             self._items.append(("-", "-", out, None))
             return out
-        folder = os.path.dirname(os.path.abspath(path))
+        folder = self.temp_dir or os.path.dirname(os.path.abspath(path))
         temp = os.path.join(folder, temp_name(os.path.basename(path)))
         raw = WritebackFile(temp, "xb") if self.fsync else open(temp, "xb", buffering=0)
         try:
