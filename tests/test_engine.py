@@ -306,7 +306,7 @@ def test_finish_maps_disconnects_in_the_background_and_refuses_more_maps(tmp_pat
     p = tmp_path / "in.txt"
     p.write_text("a\nbb\nccc\n")
     script = f"""
-import ray, threading
+import ray
 from tokenmill.corpus.splits import count_documents, plan_shards
 from tokenmill.engine import RayEngine
 shard, = plan_shards([{str(p)!r}], None, 1)
