@@ -74,22 +74,17 @@ class LocalEngine:
         return out
 
     def submit(self, fn, item, cpus: int = 1):
-        """``fn(item)``, run now (see :meth:`RayEngine.submit`); the handle holds its result."""
-        return _Ran(fn(item))
+        """``fn(item)``, run now (see :meth:`RayEngine.submit`): the handle is its result."""
+        return fn(item)
 
     def results(self, handles, label: str = "tasks", progress: bool = False) -> list:
-        return [h.result for h in handles]
+        return list(handles)
 
     def finish_maps(self) -> None:
         pass
 
     def close(self, report: bool = False) -> None:
         pass
-
-
-class _Ran:
-    def __init__(self, result):
-        self.result = result
 
 
 class RayEngine:
