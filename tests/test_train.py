@@ -472,6 +472,34 @@ def test_memory_budget_is_honoured(tmp_path):
     assert result["rss"] <= (64 + 64) * 2**20, result["rss"] / 2**20
 
 
+PEAK_SCRIPT = r"""
+import json, resource, sys
+from tokenmill.trainer import Trainer
+from tokenmill.spec import TrainerSpec
+t = Trainer(TrainerSpec(vocab_size=[300], workers=1, progress=False, refine=False))
+t.train([sys.argv[1]])
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"reported": t.stats.peak_rss, "hwm": hwm * 1024,
+                  "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def test_reported_peak_rss_is_the_process_own(tmp_path):
+    """The peak RSS in the trainer's summary is the process's own, not that of the bigger
+    process that started it (``ru_maxrss`` carries over across exec on Linux)."""
+    path = tmp_path / "zipf.txt"
+    path.write_bytes(zipf_text(300))
+    ballast = np.ones(400 << 20, np.uint8)     # this process, started the child: > 400 MB
+    r = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], capture_output=True)
+    del ballast
+    assert r.returncode == 0, r.stderr.decode()
+    result = json.loads(r.stdout)
+    if result["ru_maxrss"] < 400 << 20:
+        pytest.skip("this kernel does not carry ru_maxrss over exec: nothing to tell apart")
+    assert result["reported"] < 300 << 20, result
+    assert abs(result["reported"] - result["hwm"]) < 16 << 20, result
+
+
 # ------------------------------------------------------------------------ pieces on disk
 
 def test_piece_data_adds_up_spilled_chunks(tmp_path):

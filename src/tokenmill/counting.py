@@ -33,6 +33,7 @@ from . import _spans
 from .corpus.io import (compression_of, expand_inputs, input_size, iter_documents, open_input, prefetch,
                         spool_stdin, temp_name, write_all)
 from .errors import InputError, TokenmillError
+from .memory import peak_rss
 from .spec import CountSpec, parse_size
 
 SHARDS = 64                   # hash tables (fixed: the pass structure never depends on threads)
@@ -607,7 +608,7 @@ def count_ngrams(inputs, output=None, spec: CountSpec | None = None, **options) 
     st = counter.stats
     result = CountResult(output=None if output is None else os.fspath(output), written=written,
                          distinct=st.distinct, lines=st.lines, bytes=st.bytes, passes=st.passes,
-                         seconds=time.monotonic() - t0, peak_rss=_peak_rss(), items=items)
+                         seconds=time.monotonic() - t0, peak_rss=peak_rss(), items=items)
     return result
 
 
@@ -651,7 +652,7 @@ def _count_on_engine(inputs, output, spec: CountSpec, space_byte: int) -> CountR
         engine.close(report=spec.progress)
     return CountResult(output=None if output is None else os.fspath(output), written=written,
                        distinct=st["distinct"], lines=st["lines"], bytes=st["bytes"], passes=st["passes"],
-                       seconds=time.monotonic() - t0, peak_rss=_peak_rss(), items=items)
+                       seconds=time.monotonic() - t0, peak_rss=peak_rss(), items=items)
 
 
 def _tmp_dir(output) -> str:
@@ -675,14 +676,3 @@ def _to_item(s: bytes, unit: str, space_byte: int):
     return s.decode("utf-8", "surrogateescape")
 
 
-def _peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -4,6 +4,22 @@ from __future__ import annotations
 import os
 
 
+def peak_rss() -> int:
+    """Peak resident set size of this process (bytes): its VmHWM. Not ``getrusage``'s
+    ``ru_maxrss``, which Linux carries over from the parent across ``exec``, so that a process
+    started by a bigger one (a test suite, a notebook) would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def tree_rss(pid: int) -> int:
     """Summed VmRSS (bytes) of process ``pid`` and all its descendants, read from /proc.
 

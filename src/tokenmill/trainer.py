@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from . import _lattice, _ngram, _spans
 from .corpus.io import prefetch
 from .counting import TableSizer, concat_entries
 from .errors import InputError, TokenmillError
+from .memory import peak_rss
 from .piece_store import PieceData
 from .spec import NormalizerSpec, TrainerSpec, parse_size
 
@@ -236,11 +236,6 @@ class TrainStats:
                    f"{self.piece_spills} times)" if self.piece_spills else "") + "; "
                 f"pieces kept per size: {kept}; {phases}; total {sum(self.phases.values()):.1f}s; "
                 f"peak RSS {format_bytes(self.peak_rss)}")
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process (bytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # ----------------------------------------------------------------------------- trainer
