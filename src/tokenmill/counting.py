@@ -674,5 +674,3 @@ def _to_item(s: bytes, unit: str, space_byte: int):
     if space_byte >= 0:
         s = s.replace(bytes([space_byte]), b" ")
     return s.decode("utf-8", "surrogateescape")
-
-
