@@ -172,9 +172,7 @@ class RayEngine:
                             poll = None
                     for ref in ended:
                         k = index[ref]
-                        node, out[k] = _get(ray, ref)
-                        self.nodes_used.add(node)
-                        self.tasks += 1
+                        out[k] = self._take(ref)
                         if done is not None:
                             done(k, out[k])
                         bar.update(shown[k].rest(), 1)
@@ -219,9 +217,7 @@ class RayEngine:
                           enabled=None if progress and pending else False) as bar:
                 while True:
                     for ref in ended:
-                        node, out[index[ref]] = _get(ray, ref)
-                        self.nodes_used.add(node)
-                        self.tasks += 1
+                        out[index[ref]] = self._take(ref)
                         bar.update(0, 1)
                     if not pending:
                         break
@@ -233,6 +229,13 @@ class RayEngine:
         self._submitted = [r for r in self._submitted if r not in taken]
         self._running = [r for r in self._running if r not in taken]
         return out
+
+    def _take(self, ref):
+        """The result of an ended task, counted with the node it ran on."""
+        node, result = _get(self.ray, ref)
+        self.nodes_used.add(node)
+        self.tasks += 1
+        return result
 
     def _cancel(self, refs) -> None:
         """Cancel ``refs`` and wait until they have stopped (10 s at most), so that none writes
